@@ -1,0 +1,5 @@
+"""Datalists: MONAI Decathlon-style JSON files with paths relative to a dataset folder, checked before use."""
+
+from .datalist import BUILTIN_DATALISTS, DatalistError, builtin_datalist, bundle_datalist, load_datalist, make_datalist
+
+__all__ = ["BUILTIN_DATALISTS", "DatalistError", "builtin_datalist", "bundle_datalist", "load_datalist", "make_datalist"]

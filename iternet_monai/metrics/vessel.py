@@ -1,0 +1,94 @@
+"""Pixel metrics of vessel probability maps, inside a field-of-view mask when one is given.
+
+``y`` is the ground truth ``(B, 1, H, W)``, or ``(B, 2, H, W)`` with the FoV mask as channel 1 (build it with
+MONAI's ``ConcatItemsd(keys=["label", "mask"])``). ``y_pred`` holds probabilities ``(B, 1, H, W)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.metrics import CumulativeIterationMetric
+from sklearn.metrics import roc_auc_score
+
+__all__ = ["fov_pixels", "confusion_counts", "PixelAUCMetric", "ThresholdMetric", "THRESHOLD_METRICS"]
+
+
+def fov_pixels(y_pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flattened (probability, binary label) pairs of one image ``(C, H, W)``, kept to the FoV if ``y`` has one."""
+    if y_pred.shape[-2:] != y.shape[-2:]:
+        raise ValueError(f"prediction size {tuple(y_pred.shape[-2:])} differs from ground truth {tuple(y.shape[-2:])}")
+    prob, label = y_pred[0].reshape(-1).float(), (y[0] > 0.5).reshape(-1)
+    if y.shape[0] > 1:
+        inside = y[1].reshape(-1) > 0.5
+        prob, label = prob[inside], label[inside]
+    if torch.isnan(prob).any():
+        raise ValueError("prediction contains NaN values")
+    return prob, label
+
+
+def confusion_counts(y_pred: torch.Tensor, y: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Per-image ``[TP, FP, TN, FN]`` counts ``(B, 4)`` at ``prob >= threshold`` (the released code's rule)."""
+    rows = []
+    for p, g in zip(y_pred, y):
+        prob, label = fov_pixels(p, g)
+        pred = prob >= threshold
+        rows.append(torch.stack([(pred & label).sum(), (pred & ~label).sum(), (~pred & ~label).sum(), (~pred & label).sum()]))
+    return torch.stack(rows).double()
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    return torch.where(den > 0, num / den.clamp(min=1), torch.full_like(num, float("nan")))
+
+
+THRESHOLD_METRICS = {
+    "f1": lambda tp, fp, tn, fn: _ratio(2 * tp, 2 * tp + fp + fn),
+    "sensitivity": lambda tp, fp, tn, fn: _ratio(tp, tp + fn),
+    "specificity": lambda tp, fp, tn, fn: _ratio(tn, tn + fp),
+    "accuracy": lambda tp, fp, tn, fn: _ratio(tp + tn, tp + fp + tn + fn),
+    "precision": lambda tp, fp, tn, fn: _ratio(tp, tp + fp),
+    "iou": lambda tp, fp, tn, fn: _ratio(tp, tp + fp + fn),
+}
+
+
+class ThresholdMetric(CumulativeIterationMetric):
+    """F1 (= Dice), sensitivity, specificity, accuracy, precision or IoU at a threshold.
+
+    ``pooled=True`` sums the confusion counts of all images first (the paper's protocol); otherwise the metric is
+    computed per image and averaged (NaN for an image where it is undefined, e.g. F1 with an empty ground truth
+    and an empty prediction, and left out of the mean).
+    """
+
+    def __init__(self, metric_name: str = "f1", threshold: float = 0.5, pooled: bool = True) -> None:
+        super().__init__()
+        if metric_name not in THRESHOLD_METRICS:
+            raise ValueError(f"unknown metric '{metric_name}'; choose one of {', '.join(THRESHOLD_METRICS)}")
+        self.metric_name, self.threshold, self.pooled = metric_name, threshold, pooled
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return confusion_counts(y_pred, y, self.threshold)
+
+    def per_image(self) -> torch.Tensor:
+        """The metric of every image seen so far, ``(N,)``."""
+        return THRESHOLD_METRICS[self.metric_name](*self.get_buffer().unbind(1))
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        counts = self.get_buffer()
+        if self.pooled:
+            return THRESHOLD_METRICS[self.metric_name](*counts.sum(0))
+        return torch.nanmean(self.per_image())
+
+
+class PixelAUCMetric(CumulativeIterationMetric):
+    """Exact ROC AUC (scikit-learn's ``roc_auc_score``, not binned) of all FoV pixels of all images pooled."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        pairs = [fov_pixels(p, g) for p, g in zip(y_pred, y)]
+        return torch.cat([p for p, _ in pairs]).cpu(), torch.cat([g for _, g in pairs]).cpu()
+
+    def aggregate(self) -> float:  # type: ignore[override]
+        prob, label = self.get_buffer()
+        label = label.numpy()
+        if label.all() or not label.any():
+            return float("nan")
+        return float(roc_auc_score(label, prob.numpy().astype(np.float64)))

@@ -1,0 +1,106 @@
+import pytest
+import torch
+from torch import nn
+
+from iternet_monai.networks import REFINERIES, IterNet, MiniUNet, register_refinery
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def private_params(features: int, iteration: int) -> int:
+    """1x1 reduction (features*(i+1) -> features) plus 1x1 head (features -> 1) of iteration i (1-based)."""
+    return features * (iteration + 1) * features + features + features + 1
+
+
+def test_default_has_the_released_codes_parameter_count():
+    assert count(IterNet()) == 8_244_356
+
+
+def test_paper_figure_depth_parameter_count():
+    assert count(IterNet(depth=3)) == 9_703_428
+
+
+def test_refinery_is_shared_and_only_private_layers_grow_with_iterations():
+    nets = {k: IterNet(features=8, iterations=k) for k in (1, 2, 3, 5)}
+    for k, net in nets.items():
+        assert len(net.iterations) == k
+        assert count(net) == count(nets[1]) + sum(private_params(8, i) for i in range(2, k + 1))
+    net = nets[3]
+    calls = []
+    net.refinery.stem.register_forward_hook(lambda m, i, o: calls.append(("stem", m)))
+    net.refinery.register_forward_hook(lambda m, i, o: calls.append(("refinery", m)))
+    net.eval()(torch.rand(1, 3, 32, 32))
+    assert [c[0] for c in calls] == ["stem", "refinery"] * 3
+    assert all(c[1] is net.refinery.stem for c in calls if c[0] == "stem")
+    shared = {id(p) for p in net.refinery.parameters()}
+    private = {id(p) for p in net.iterations.parameters()}
+    assert not shared & private
+    assert count(net.refinery) == count(MiniUNet(features=8))
+
+
+def test_shapes_in_train_and_eval_mode_for_non_square_input():
+    net = IterNet(features=4, iterations=2)
+    x = torch.rand(2, 3, 48, 80)
+    assert net.train()(x).shape == (2, 3, 1, 48, 80)
+    assert net.eval()(x).shape == (2, 1, 48, 80)
+
+
+def test_eval_output_is_the_last_training_output():
+    net = IterNet(features=4, dropout=0.0)
+    x = torch.rand(1, 3, 32, 48)
+    assert torch.allclose(net.train()(x)[:, -1], net.eval()(x))
+
+
+@pytest.mark.parametrize("size", [(30, 32), (32, 40), (50, 50)])
+def test_size_not_divisible_by_16_is_refused(size):
+    with pytest.raises(ValueError, match="divisible by 16"):
+        IterNet(features=4)(torch.rand(1, 3, *size))
+
+
+def test_gradients_reach_every_parameter():
+    net = IterNet(features=4, depth=3).train()
+    net(torch.rand(2, 3, 32, 32)).sum().backward()
+    missing = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_glorot_init_and_zero_bias():
+    net = IterNet(features=8)
+    conv = net.first[0].conv
+    bound = (6 / (3 * 9 + 8 * 9)) ** 0.5
+    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.5 * bound
+    assert all(m.bias.abs().sum() == 0 for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+
+
+def test_norm_option_adds_normalisation_layers():
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in IterNet(features=4).modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in IterNet(features=4, norm="batch").modules())
+
+
+def test_registered_refinery_is_selected_by_name():
+    @register_refinery("plain_convs")
+    class PlainConvs(nn.Module):
+        def __init__(self, features, depth, dropout, norm):
+            super().__init__()
+            self.stem = nn.Conv2d(features, features, 3, padding=1)
+            self.body = nn.Conv2d(features, features, 3, padding=1)
+
+        def forward(self, x):
+            return self.body(x)
+
+    try:
+        net = IterNet(features=4, refinery="plain_convs")
+        assert isinstance(net.refinery, PlainConvs)
+        assert net.eval()(torch.rand(1, 3, 16, 16)).shape == (1, 1, 16, 16)
+    finally:
+        REFINERIES.components.pop("plain_convs")
+    with pytest.raises(ValueError, match="unknown refinery 'plain_convs'"):
+        IterNet(refinery="plain_convs")
+
+
+def test_torchscript_matches_eager():
+    net = IterNet(features=4).eval()
+    x = torch.rand(1, 3, 32, 48)
+    assert torch.allclose(torch.jit.script(net)(x), net(x))
