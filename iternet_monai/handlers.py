@@ -12,7 +12,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from .metrics import PixelAUCMetric, ThresholdMetric
 
-__all__ = ["PixelAUC", "VesselThresholdMetric", "LearningRateLogger", "TrainingProgressBar"]
+__all__ = ["PixelAUC", "VesselThresholdMetric", "LearningRateLogger", "TrainingProgressBar", "engine_loss"]
 
 
 def _identity(x: object) -> object:
@@ -57,10 +57,9 @@ class TrainingProgressBar(ProgressBar):
     """Ignite's tqdm progress bar over each epoch's steps, showing the loss; attaches like a MONAI handler."""
 
     def attach(self, engine: Engine) -> None:  # type: ignore[override]
-        super().attach(engine, output_transform=_loss_of)
+        super().attach(engine, output_transform=lambda output: {"loss": engine_loss(output)})
 
 
-def _loss_of(output: dict | list) -> dict:
-    """The loss of an engine output, decollated (a list of dicts) or not."""
-    loss = (output[0] if isinstance(output, list) else output)["loss"]
-    return {"loss": float(loss)}
+def engine_loss(output: dict | list) -> float:
+    """The loss of a trainer's output, decollated (a list of dicts) or not."""
+    return float((output[0] if isinstance(output, list) else output)["loss"])
