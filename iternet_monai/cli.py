@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iternet-monai", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser(
-        "make-datalist", help="write a datalist for a folder of images (+ labels, + FoV masks)",
+        "make-datalist",
+        help="write a datalist for a folder of images (+ labels, + FoV masks)",
         description="Match every image with its label and mask by file name and write a MONAI datalist whose paths "
         "are relative to --dataset-dir. Train with: python -m monai.bundle run training --config_file "
         "bundles/iternet/train.json --dataset_dir DIR --datalist OUTPUT",

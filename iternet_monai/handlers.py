@@ -30,11 +30,15 @@ class VesselThresholdMetric(IgniteMetricHandler):
     """F1, Se, Sp, Acc, precision or IoU at a threshold (see :class:`~iternet_monai.metrics.ThresholdMetric`)."""
 
     def __init__(
-        self, metric_name: str = "f1", threshold: float = 0.5, pooled: bool = True,
+        self,
+        metric_name: str = "f1",
+        threshold: float = 0.5,
+        pooled: bool = True,
         output_transform: Callable = _identity,
     ) -> None:
         super().__init__(
-            metric_fn=ThresholdMetric(metric_name, threshold, pooled), output_transform=output_transform,
+            metric_fn=ThresholdMetric(metric_name, threshold, pooled),
+            output_transform=output_transform,
             save_details=False,
         )
 

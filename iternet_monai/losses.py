@@ -46,5 +46,7 @@ class IterNetLoss(DeepSupervisionLoss):
             return super().forward(input, target)
         outputs = list(input.unbind(dim=1))
         if self.weights is not None and len(self.weights) != len(outputs):
-            raise ValueError(f"output_weights has {len(self.weights)} entries but the network gave {len(outputs)} outputs")
+            raise ValueError(
+                f"output_weights has {len(self.weights)} entries but the network gave {len(outputs)} outputs"
+            )
         return super().forward(outputs, target)

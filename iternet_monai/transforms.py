@@ -91,8 +91,13 @@ class RandSaturationd(RandomizableTransform, MapTransform):
     """The released code's saturation jitter: ``img <- clip(a*img + (1-a)*grey, 0, 1)`` per pixel, with
     ``a = 1 + U(-factor, factor)``. MONAI has brightness and contrast transforms but no saturation one."""
 
-    def __init__(self, keys: KeysCollection = "image", factor: float = 0.2, prob: float = 0.5,
-                 weights: Sequence[float] = GREY_WEIGHTS) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        factor: float = 0.2,
+        prob: float = 0.5,
+        weights: Sequence[float] = GREY_WEIGHTS,
+    ) -> None:
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob)
         self.factor = factor

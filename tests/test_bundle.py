@@ -17,23 +17,49 @@ from iternet_monai.networks import IterNet
 CONFIGS = REPO / "bundles" / "iternet" / "configs"
 SMALL = {"network_def#features": 4}
 FAST = [
-    "--network_def#features", "4", "--patch_size", "[64,64]", "--batch_size", "4", "--num_patches", "2",
-    "--steps_per_epoch", "2", "--num_workers", "0", "--val_interval", "1", "--sw_overlap", "0.0",
-    "--sw_batch_size", "16",
+    "--network_def#features",
+    "4",
+    "--patch_size",
+    "[64,64]",
+    "--batch_size",
+    "4",
+    "--num_patches",
+    "2",
+    "--steps_per_epoch",
+    "2",
+    "--num_workers",
+    "0",
+    "--val_interval",
+    "1",
+    "--sw_overlap",
+    "0.0",
+    "--sw_batch_size",
+    "16",
 ]
 
 
-def bundle(*args: str, cwd: Path = REPO, launcher: tuple[str, ...] = (sys.executable, "-m")) -> subprocess.CompletedProcess:
+def bundle(
+    *args: str, cwd: Path = REPO, launcher: tuple[str, ...] = (sys.executable, "-m")
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([*launcher, "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [*launcher, "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+    )
     return result
 
 
 def two_drive_images(drive: Path, tmp: Path) -> Path:
     content = json.loads((REPO / "datalists" / "drive.json").read_text())
     path = tmp / "drive2.json"
-    path.write_text(json.dumps({"training": content["training"][:2], "validation": content["training"][:2],
-                                "testing": content["testing"][:2]}))
+    path.write_text(
+        json.dumps(
+            {
+                "training": content["training"][:2],
+                "validation": content["training"][:2],
+                "testing": content["testing"][:2],
+            }
+        )
+    )
     return path
 
 
@@ -45,9 +71,23 @@ def trained(tmp_path_factory):
     drive = dataset("DRIVE")
     tmp = tmp_path_factory.mktemp("train")
     datalist = two_drive_images(drive, tmp)
-    result = bundle("run", "training", "--config_file", "bundles/iternet/train.json", "--dataset_dir", str(drive),
-                    "--datalist", str(datalist), "--epochs", "1", "--ckpt_dir", str(tmp / "models"),
-                    "--output_dir", str(tmp / "eval"), *FAST)
+    result = bundle(
+        "run",
+        "training",
+        "--config_file",
+        "bundles/iternet/train.json",
+        "--dataset_dir",
+        str(drive),
+        "--datalist",
+        str(datalist),
+        "--epochs",
+        "1",
+        "--ckpt_dir",
+        str(tmp / "models"),
+        "--output_dir",
+        str(tmp / "eval"),
+        *FAST,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return drive, datalist, tmp, result
 
@@ -73,9 +113,23 @@ def test_resume_continues_from_the_full_checkpoint(trained):
     drive, datalist, tmp, _ = trained
     checkpoint = tmp / "models" / "checkpoint_epoch=1.pt"
     bundle_root = tmp / "bundle_root"
-    result = bundle("run", "training", "--config_file", str(CONFIGS / "train.json"), "--bundle_root", str(bundle_root),
-                    "--dataset_dir", str(drive), "--datalist", str(datalist), "--epochs", "2", "--resume",
-                    str(checkpoint), *FAST)
+    result = bundle(
+        "run",
+        "training",
+        "--config_file",
+        str(CONFIGS / "train.json"),
+        "--bundle_root",
+        str(bundle_root),
+        "--dataset_dir",
+        str(drive),
+        "--datalist",
+        str(datalist),
+        "--epochs",
+        "2",
+        "--resume",
+        str(checkpoint),
+        *FAST,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert f"Restored all variables from {checkpoint}" in log
@@ -97,8 +151,18 @@ def test_no_dataset_stops_quickly_with_one_message(tmp_path):
 def test_missing_datalist_files_are_named_before_training(tmp_path):
     datalist = tmp_path / "list.json"
     datalist.write_text(json.dumps({"training": [{"image": "a.tif", "label": "a.gif"}, {"image": "b.tif"}]}))
-    result = bundle("run", "training", "--config_file", "bundles/iternet/train.json", "--dataset_dir", str(tmp_path),
-                    "--datalist", str(datalist), "--ckpt_dir", str(tmp_path))
+    result = bundle(
+        "run",
+        "training",
+        "--config_file",
+        "bundles/iternet/train.json",
+        "--dataset_dir",
+        str(tmp_path),
+        "--datalist",
+        str(datalist),
+        "--ckpt_dir",
+        str(tmp_path),
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     for name in ("a.tif: missing", "a.gif: missing", "b.tif: missing"):
         assert name in result.stderr
@@ -107,27 +171,54 @@ def test_missing_datalist_files_are_named_before_training(tmp_path):
 
 def test_train_workflow_has_the_required_properties(drive, tmp_path):
     workflow = ConfigWorkflow(
-        config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
-        workflow_type="train", bundle_root=str(tmp_path), dataset_dir=str(drive),
-        datalist=str(two_drive_images(drive, tmp_path)), num_workers=0, **SMALL,
+        config_file=str(CONFIGS / "train.json"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        bundle_root=str(tmp_path),
+        dataset_dir=str(drive),
+        datalist=str(two_drive_images(drive, tmp_path)),
+        num_workers=0,
+        **SMALL,
     )
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
-    for key in ("dataset_dir", "datalist", "epochs", "batch_size", "learning_rate", "device", "amp", "num_workers",
-                "ckpt_dir", "output_dir", "val_interval", "sw_overlap", "network_def", "resume"):
+    for key in (
+        "dataset_dir",
+        "datalist",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "device",
+        "amp",
+        "num_workers",
+        "ckpt_dir",
+        "output_dir",
+        "val_interval",
+        "sw_overlap",
+        "network_def",
+        "resume",
+    ):
         assert key in workflow.parser, key
 
 
 def test_verify_net_in_out():
-    verify_net_in_out("network_def", meta_file=str(CONFIGS / "metadata.json"),
-                      config_file=str(CONFIGS / "train.json"), n=4, **SMALL)
+    verify_net_in_out(
+        "network_def", meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "train.json"), n=4, **SMALL
+    )
 
 
 def test_ckpt_export_to_torchscript_gives_the_eager_output(tmp_path):
     net = IterNet(features=4).eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    ckpt_export("network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
-                meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "train.json"), **SMALL)
+    ckpt_export(
+        "network_def",
+        filepath=str(tmp_path / "model.ts"),
+        ckpt_file=str(tmp_path / "model.pt"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "train.json"),
+        **SMALL,
+    )
     scripted = torch.jit.load(tmp_path / "model.ts")
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
@@ -139,8 +230,22 @@ def test_multi_gpu_config_under_torchrun_with_two_cpu_processes(drive, tmp_path)
     datalist = two_drive_images(drive, tmp_path)
     configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m")
-    result = bundle("run", "training", "--config_file", configs, "--bundle_root", str(tmp_path), "--dataset_dir",
-                    str(drive), "--datalist", str(datalist), "--epochs", "1", *FAST, launcher=torchrun)
+    result = bundle(
+        "run",
+        "training",
+        "--config_file",
+        configs,
+        "--bundle_root",
+        str(tmp_path),
+        "--dataset_dir",
+        str(drive),
+        "--datalist",
+        str(datalist),
+        "--epochs",
+        "1",
+        *FAST,
+        launcher=torchrun,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     state = torch.load(tmp_path / "models" / "checkpoint_epoch=1.pt", weights_only=False)
     assert state["trainer"]["iteration"] == 2

@@ -12,8 +12,26 @@ from iternet_monai.data import DatalistError, builtin_datalist, load_datalist, m
 from iternet_monai.transforms import CheckFundusd, FieldOfViewd, RandSaturationd, to_gray, to_rgb
 
 STARE_LABELLED = [
-    "im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081", "im0082", "im0139",
-    "im0162", "im0163", "im0235", "im0236", "im0239", "im0240", "im0255", "im0291", "im0319", "im0324",
+    "im0001",
+    "im0002",
+    "im0003",
+    "im0004",
+    "im0005",
+    "im0044",
+    "im0077",
+    "im0081",
+    "im0082",
+    "im0139",
+    "im0162",
+    "im0163",
+    "im0235",
+    "im0236",
+    "im0239",
+    "im0240",
+    "im0255",
+    "im0291",
+    "im0319",
+    "im0324",
 ]
 
 
@@ -70,8 +88,9 @@ def test_make_datalist_matches_labels_and_masks_and_splits(tmp_path):
     make_folder(tmp_path)
     content = make_datalist(tmp_path, "images", "labels", "masks", test=["03_photo"])
     assert [e["label"] for e in content["training"]] == ["labels/01_manual.gif", "labels/02_manual.gif"]
-    assert content["testing"] == [{"image": "images/03_photo.png", "label": "labels/03_manual.gif",
-                                   "mask": "masks/03_photo_mask.png"}]
+    assert content["testing"] == [
+        {"image": "images/03_photo.png", "label": "labels/03_manual.gif", "mask": "masks/03_photo_mask.png"}
+    ]
     assert content["validation"] == content["training"]
 
 
@@ -140,12 +159,16 @@ def test_grayscale_image_is_named(one_item):
 
 
 def load(item):
-    return Compose([
-        LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True),
-        LoadImaged(["label", "mask"], reader="PILReader", converter=to_gray, image_only=True, allow_missing_keys=True),
-        EnsureChannelFirstd(["image", "label", "mask"], allow_missing_keys=True),
-        CheckFundusd(),
-    ])(item)
+    return Compose(
+        [
+            LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True),
+            LoadImaged(
+                ["label", "mask"], reader="PILReader", converter=to_gray, image_only=True, allow_missing_keys=True
+            ),
+            EnsureChannelFirstd(["image", "label", "mask"], allow_missing_keys=True),
+            CheckFundusd(),
+        ]
+    )(item)
 
 
 def test_transform_check_names_the_file(tmp_path):
@@ -162,8 +185,12 @@ def test_transform_check_names_the_file(tmp_path):
 
 
 def test_drive_gif_labels_palette_second_observer_and_rgba(drive, tmp_path):
-    first = load({"image": str(drive / "test/images/01_test.tif"), "label": str(drive / "test/1st_manual/01_manual1.gif")})
-    second = load({"image": str(drive / "test/images/01_test.tif"), "label": str(drive / "test/2nd_manual/01_manual2.gif")})
+    first = load(
+        {"image": str(drive / "test/images/01_test.tif"), "label": str(drive / "test/1st_manual/01_manual1.gif")}
+    )
+    second = load(
+        {"image": str(drive / "test/images/01_test.tif"), "label": str(drive / "test/2nd_manual/01_manual2.gif")}
+    )
     assert first["image"].shape == (3, 565, 584) and first["label"].shape == (1, 565, 584)
     for label in (first["label"], second["label"]):
         values = torch.unique(label)

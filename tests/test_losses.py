@@ -25,7 +25,9 @@ def test_sum_of_bce_over_outputs_with_soft_labels():
 def test_output_weights_and_single_output():
     logits, target = torch.randn(1, 2, 1, 4, 4), torch.rand(1, 1, 4, 4)
     weighted = IterNetLoss(output_weights=[0.25, 2.0])(logits, target).item()
-    assert weighted == pytest.approx(0.25 * bce_by_hand(logits[:, 0], target) + 2 * bce_by_hand(logits[:, 1], target), rel=1e-5)
+    assert weighted == pytest.approx(
+        0.25 * bce_by_hand(logits[:, 0], target) + 2 * bce_by_hand(logits[:, 1], target), rel=1e-5
+    )
     assert IterNetLoss()(logits[:, 1], target).item() == pytest.approx(bce_by_hand(logits[:, 1], target), rel=1e-5)
     with pytest.raises(ValueError, match="output_weights has 3 entries"):
         IterNetLoss(output_weights=[1, 1, 1])(logits, target)

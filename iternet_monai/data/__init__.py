@@ -2,4 +2,11 @@
 
 from .datalist import BUILTIN_DATALISTS, DatalistError, builtin_datalist, bundle_datalist, load_datalist, make_datalist
 
-__all__ = ["BUILTIN_DATALISTS", "DatalistError", "builtin_datalist", "bundle_datalist", "load_datalist", "make_datalist"]
+__all__ = [
+    "BUILTIN_DATALISTS",
+    "DatalistError",
+    "builtin_datalist",
+    "bundle_datalist",
+    "load_datalist",
+    "make_datalist",
+]

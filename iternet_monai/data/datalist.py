@@ -10,7 +10,14 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["BUILTIN_DATALISTS", "DatalistError", "builtin_datalist", "bundle_datalist", "load_datalist", "make_datalist"]
+__all__ = [
+    "BUILTIN_DATALISTS",
+    "DatalistError",
+    "builtin_datalist",
+    "bundle_datalist",
+    "load_datalist",
+    "make_datalist",
+]
 
 BUILTIN_DATALISTS = ("drive", "chase_db1", "chase_db1_oliveira_fov", "stare")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".png", ".ppm", ".bmp")
@@ -49,8 +56,12 @@ def _image_problem(item: dict) -> str | None:
     for key in ("label", "mask"):
         if key in item:
             with Image.open(item[key]) as other:
-                if other.size != size:
-                    return f"{item[key]}: {key} is {other.size[0]}x{other.size[1]} but its image {item['image']} is {size[0]}x{size[1]}"
+                (width, height), other_size = size, other.size
+            if other_size != size:
+                return (
+                    f"{item[key]}: {key} is {other_size[0]}x{other_size[1]} but its image {item['image']} "
+                    f"is {width}x{height}"
+                )
     return None
 
 
@@ -60,7 +71,9 @@ def _bullets(lines: Sequence[str]) -> str:
     return shown + more
 
 
-def load_datalist(datalist: str | Path, dataset_dir: str | Path | None, key: str = "training", check: bool = True) -> list[dict]:
+def load_datalist(
+    datalist: str | Path, dataset_dir: str | Path | None, key: str = "training", check: bool = True
+) -> list[dict]:
     """Read ``datalist[key]`` with paths joined to ``dataset_dir`` and, with ``check``, verify every file first.
 
     Raises DatalistError naming every missing, unreadable or inconsistent file (or the missing folder or key), so
@@ -76,7 +89,9 @@ def load_datalist(datalist: str | Path, dataset_dir: str | Path | None, key: str
         raise DatalistError(f"dataset folder {root} does not exist; pass --dataset_dir with the dataset's folder")
     path = Path(datalist).expanduser()
     if not path.is_file():
-        raise DatalistError(f"datalist {path} does not exist; pass --datalist with a JSON file, e.g. datalists/drive.json")
+        raise DatalistError(
+            f"datalist {path} does not exist; pass --datalist with a JSON file, e.g. datalists/drive.json"
+        )
     try:
         content = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -91,8 +106,14 @@ def load_datalist(datalist: str | Path, dataset_dir: str | Path | None, key: str
             raise DatalistError(f"datalist {path}: entry {index} of '{key}' has no 'image' path")
         items.append({k: str(root / v) if k in PATH_KEYS else v for k, v in entry.items()})
     if check:
-        problems = [f"{item[k]}: {why}" for item in items for k in PATH_KEYS if k in item
-                    for why in [_file_problem(Path(item[k]))] if why]
+        problems = [
+            f"{item[k]}: {why}"
+            for item in items
+            for k in PATH_KEYS
+            if k in item
+            for why in [_file_problem(Path(item[k]))]
+            if why
+        ]
         if not problems:
             problems = [p for p in map(_image_problem, items) if p]
         if problems:
@@ -123,8 +144,11 @@ def _case_id(stem: str) -> str:
 
 def _match(image: Path, candidates: list[Path], kind: str) -> Path:
     stem = image.name.split(".")[0]
-    for rule in (lambda c: c.name.split(".")[0] == stem, lambda c: c.name.startswith(stem),
-                 lambda c: _case_id(c.name.split(".")[0]) == _case_id(stem)):
+    for rule in (
+        lambda c: c.name.split(".")[0] == stem,
+        lambda c: c.name.startswith(stem),
+        lambda c: _case_id(c.name.split(".")[0]) == _case_id(stem),
+    ):
         found = [c for c in candidates if rule(c)]
         if len(found) == 1:
             return found[0]
@@ -144,7 +168,11 @@ def make_datalist(
     by file name (same stem, a stem that extends the image's, or the same leading number). Images whose stem is in
     ``test`` go to ``testing``; the rest to ``training`` (and ``validation``, as the bundle validates on them)."""
     root = Path(dataset_dir).expanduser()
-    folders = {"image": root / images, "label": root / labels if labels else None, "mask": root / masks if masks else None}
+    folders = {
+        "image": root / images,
+        "label": root / labels if labels else None,
+        "mask": root / masks if masks else None,
+    }
     for kind, folder in folders.items():
         if folder is not None and not folder.is_dir():
             raise DatalistError(f"{kind} folder {folder} does not exist")

@@ -33,7 +33,9 @@ def confusion_counts(y_pred: torch.Tensor, y: torch.Tensor, threshold: float = 0
     for p, g in zip(y_pred, y):
         prob, label = fov_pixels(p, g)
         pred = prob >= threshold
-        rows.append(torch.stack([(pred & label).sum(), (pred & ~label).sum(), (~pred & ~label).sum(), (~pred & label).sum()]))
+        rows.append(
+            torch.stack([(pred & label).sum(), (pred & ~label).sum(), (~pred & ~label).sum(), (~pred & label).sum()])
+        )
     return torch.stack(rows).double()
 
 

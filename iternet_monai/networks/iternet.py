@@ -34,7 +34,9 @@ def conv_block(in_channels: int, out_channels: int, dropout: float, norm: str | 
     """Two 3x3 conv units, each conv -> [norm] -> ReLU -> Dropout (the released code's order, no norm)."""
     return nn.Sequential(
         *(
-            Convolution(2, c_in, out_channels, kernel_size=3, act="relu", norm=norm, dropout=dropout, adn_ordering="NAD")
+            Convolution(
+                2, c_in, out_channels, kernel_size=3, act="relu", norm=norm, dropout=dropout, adn_ordering="NAD"
+            )
             for c_in in (in_channels, out_channels)
         )
     )
