@@ -1,6 +1,6 @@
 """IterNet retinal vessel segmentation on MONAI."""
 
-from . import data, handlers, losses, metrics, networks, transforms
+from . import data, handlers, inference, losses, metrics, networks, transforms
 
 __version__ = "0.1.0"
-__all__ = ["data", "handlers", "losses", "metrics", "networks", "transforms", "__version__"]
+__all__ = ["data", "handlers", "inference", "losses", "metrics", "networks", "transforms", "__version__"]

@@ -1,8 +1,10 @@
-"""Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics`, and learning-rate logging to TensorBoard."""
+"""Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics` (as ``monai.handlers.ROCAUC`` wraps its metric),
+learning-rate logging to TensorBoard and a progress bar."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
@@ -10,24 +12,56 @@ from monai.handlers import IgniteMetricHandler
 from torch.optim import Optimizer
 from torch.utils.tensorboard import SummaryWriter
 
-from .metrics import PixelAUCMetric, ThresholdMetric
+from .metrics import Betti0ErrorMetric, ClDiceMetric, ConnectivityMetric, PixelAUCMetric, ThresholdMetric
 
-__all__ = ["PixelAUC", "VesselThresholdMetric", "LearningRateLogger", "TrainingProgressBar", "engine_loss"]
+__all__ = [
+    "VesselMetricHandler",
+    "PixelAUC",
+    "VesselThresholdMetric",
+    "Connectivity",
+    "ClDice",
+    "Betti0Error",
+    "LearningRateLogger",
+    "TrainingProgressBar",
+    "engine_loss",
+]
 
 
-def _identity(x: object) -> object:
+def _identity(x: Any) -> Any:
     return x
 
 
-class PixelAUC(IgniteMetricHandler):
-    """Pooled ROC AUC of FoV pixels (see :class:`~iternet_monai.metrics.PixelAUCMetric`)."""
+class VesselMetricHandler(IgniteMetricHandler):
+    """An ``IgniteMetricHandler`` whose per-image details (``engine.state.metric_details[name]``, written by
+    ``MetricsSaver``) are the metric's per-image values rather than its raw buffers."""
 
-    def __init__(self, output_transform: Callable = _identity) -> None:
-        super().__init__(metric_fn=PixelAUCMetric(), output_transform=output_transform, save_details=False)
+    def __init__(self, metric_fn: Any, output_transform: Callable = _identity, save_details: bool = True) -> None:
+        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=False)
+        self.save_per_image = save_details
+
+    def attach(self, engine: Engine, name: str) -> None:  # type: ignore[override]
+        super().attach(engine, name)
+        if self.save_per_image and not hasattr(engine.state, "metric_details"):
+            engine.state.metric_details = {}  # type: ignore[attr-defined]
+
+    def compute(self) -> Any:
+        result = super().compute()
+        if self.save_per_image and self._engine is not None:
+            self._engine.state.metric_details[self._name] = self.metric_fn.per_image()  # type: ignore[attr-defined]
+        return result
 
 
-class VesselThresholdMetric(IgniteMetricHandler):
-    """F1, Se, Sp, Acc, precision or IoU at a threshold (see :class:`~iternet_monai.metrics.ThresholdMetric`)."""
+class PixelAUC(VesselMetricHandler):
+    """ROC or PR AUC of FoV pixels, pooled or per image (:class:`~iternet_monai.metrics.PixelAUCMetric`)."""
+
+    def __init__(
+        self, curve: str = "roc", pooled: bool = True, output_transform: Callable = _identity, save_details: bool = True
+    ) -> None:
+        super().__init__(PixelAUCMetric(curve, pooled), output_transform, save_details)
+
+
+class VesselThresholdMetric(VesselMetricHandler):
+    """F1, Se, Sp, Acc, precision or IoU at a threshold (:class:`~iternet_monai.metrics.ThresholdMetric`)."""
 
     def __init__(
         self,
@@ -35,12 +69,42 @@ class VesselThresholdMetric(IgniteMetricHandler):
         threshold: float = 0.5,
         pooled: bool = True,
         output_transform: Callable = _identity,
+        save_details: bool = True,
     ) -> None:
-        super().__init__(
-            metric_fn=ThresholdMetric(metric_name, threshold, pooled),
-            output_transform=output_transform,
-            save_details=False,
-        )
+        super().__init__(ThresholdMetric(metric_name, threshold, pooled), output_transform, save_details)
+
+
+class Connectivity(VesselMetricHandler):
+    """IterNet's connectivity, paper eq. 3 (:class:`~iternet_monai.metrics.ConnectivityMetric`)."""
+
+    def __init__(
+        self,
+        alpha: float = 0.05,
+        connectivity: int = 2,
+        output_transform: Callable = _identity,
+        save_details: bool = True,
+    ) -> None:
+        super().__init__(ConnectivityMetric(alpha, connectivity), output_transform, save_details)
+
+
+class ClDice(VesselMetricHandler):
+    """clDice at a threshold (:class:`~iternet_monai.metrics.ClDiceMetric`)."""
+
+    def __init__(self, threshold: float = 0.5, output_transform: Callable = _identity, save_details: bool = True):
+        super().__init__(ClDiceMetric(threshold), output_transform, save_details)
+
+
+class Betti0Error(VesselMetricHandler):
+    """Component-count error at a threshold (:class:`~iternet_monai.metrics.Betti0ErrorMetric`)."""
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        connectivity: int = 2,
+        output_transform: Callable = _identity,
+        save_details: bool = True,
+    ) -> None:
+        super().__init__(Betti0ErrorMetric(threshold, connectivity), output_transform, save_details)
 
 
 class LearningRateLogger:
@@ -57,13 +121,13 @@ class LearningRateLogger:
         self.writer.flush()
 
 
+def engine_loss(output: dict | list) -> float:
+    """The loss of a trainer's output, decollated (a list of dicts) or not."""
+    return float((output[0] if isinstance(output, list) else output)["loss"])
+
+
 class TrainingProgressBar(ProgressBar):
     """Ignite's tqdm progress bar over each epoch's steps, showing the loss; attaches like a MONAI handler."""
 
     def attach(self, engine: Engine) -> None:  # type: ignore[override]
         super().attach(engine, output_transform=lambda output: {"loss": engine_loss(output)})
-
-
-def engine_loss(output: dict | list) -> float:
-    """The loss of a trainer's output, decollated (a list of dicts) or not."""
-    return float((output[0] if isinstance(output, list) else output)["loss"])

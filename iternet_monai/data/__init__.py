@@ -1,6 +1,15 @@
 """Datalists: MONAI Decathlon-style JSON files with paths relative to a dataset folder, checked before use."""
 
-from .datalist import BUILTIN_DATALISTS, DatalistError, builtin_datalist, bundle_datalist, load_datalist, make_datalist
+from .datalist import (
+    BUILTIN_DATALISTS,
+    DatalistError,
+    builtin_datalist,
+    bundle_datalist,
+    embedded_sample,
+    inference_items,
+    load_datalist,
+    make_datalist,
+)
 
 __all__ = [
     "BUILTIN_DATALISTS",
@@ -9,4 +18,6 @@ __all__ = [
     "bundle_datalist",
     "load_datalist",
     "make_datalist",
+    "embedded_sample",
+    "inference_items",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -192,3 +193,31 @@ def make_datalist(
         for name in split:
             content[name].append(entry)
     return {k: v for k, v in content.items() if v}
+
+
+def embedded_sample(folder: str | Path | None = None) -> Path:
+    """The fundus photograph scikit-image ships (``skimage.data.retina()``, 1411x1411), written once as a PNG so
+    a fresh install can segment a real image with no download."""
+    from skimage.data import retina
+
+    path = Path(folder or Path(tempfile.gettempdir()) / "iternet-monai") / "skimage_retina.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(retina()).save(path)
+    return path
+
+
+def inference_items(dataset_dir: str | Path | None, datalist: str | Path | None = None, key: str = "testing") -> list:
+    """What inference segments: the datalist's ``key`` list, every image file of ``dataset_dir``, or, with neither,
+    the embedded sample. Files are not opened here: the runner reports and skips unreadable ones."""
+    if dataset_dir is None or str(dataset_dir) in ("", "None"):
+        return [{"image": str(embedded_sample())}]
+    if datalist is not None and str(datalist) not in ("", "None"):
+        return load_datalist(datalist, dataset_dir, key, check=False)
+    root = Path(dataset_dir).expanduser()
+    if not root.is_dir():
+        raise DatalistError(f"dataset folder {root} does not exist")
+    files = _image_files(root)
+    if not files:
+        raise DatalistError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    return [{"image": str(p)} for p in files]

@@ -1,7 +1,8 @@
 """Pixel metrics of vessel probability maps, inside a field-of-view mask when one is given.
 
 ``y`` is the ground truth ``(B, 1, H, W)``, or ``(B, 2, H, W)`` with the FoV mask as channel 1 (build it with
-MONAI's ``ConcatItemsd(keys=["label", "mask"])``). ``y_pred`` holds probabilities ``(B, 1, H, W)``.
+MONAI's ``ConcatItemsd(keys=["label", "mask"])``). ``y_pred`` holds probabilities ``(B, 1, H, W)``. Every metric
+keeps per-image values (``per_image()``, what ``MetricsSaver`` writes) beside its aggregate.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import auc, precision_recall_curve, roc_auc_score
 
 __all__ = ["fov_pixels", "confusion_counts", "PixelAUCMetric", "ThresholdMetric", "THRESHOLD_METRICS"]
 
@@ -54,11 +55,11 @@ THRESHOLD_METRICS = {
 
 
 class ThresholdMetric(CumulativeIterationMetric):
-    """F1 (= Dice), sensitivity, specificity, accuracy, precision or IoU at a threshold.
+    """F1 (= Dice), sensitivity, specificity, accuracy, precision or IoU at a threshold (``prob >= threshold``).
 
     ``pooled=True`` sums the confusion counts of all images first (the paper's protocol); otherwise the metric is
-    computed per image and averaged (NaN for an image where it is undefined, e.g. F1 with an empty ground truth
-    and an empty prediction, and left out of the mean).
+    computed per image and averaged. A value with a zero denominator (F1 of an empty ground truth and an empty
+    prediction, say) is NaN for that image and left out of the mean.
     """
 
     def __init__(self, metric_name: str = "f1", threshold: float = 0.5, pooled: bool = True) -> None:
@@ -71,26 +72,52 @@ class ThresholdMetric(CumulativeIterationMetric):
         return confusion_counts(y_pred, y, self.threshold)
 
     def per_image(self) -> torch.Tensor:
-        """The metric of every image seen so far, ``(N,)``."""
-        return THRESHOLD_METRICS[self.metric_name](*self.get_buffer().unbind(1))
+        """The metric of every image seen so far, ``(N, 1)``."""
+        return THRESHOLD_METRICS[self.metric_name](*self.get_buffer().unbind(1))[:, None]
 
     def aggregate(self) -> torch.Tensor:  # type: ignore[override]
-        counts = self.get_buffer()
         if self.pooled:
-            return THRESHOLD_METRICS[self.metric_name](*counts.sum(0))
+            return THRESHOLD_METRICS[self.metric_name](*self.get_buffer().sum(0))
         return torch.nanmean(self.per_image())
 
 
-class PixelAUCMetric(CumulativeIterationMetric):
-    """Exact ROC AUC (scikit-learn's ``roc_auc_score``, not binned) of all FoV pixels of all images pooled."""
+def pixel_auc(prob: np.ndarray, label: np.ndarray, curve: str = "roc") -> float:
+    """Exact area under the ROC curve (scikit-learn's ``roc_auc_score``) or under the precision-recall curve (the
+    released code's trapezoid over ``precision_recall_curve``); NaN when ``label`` has a single class."""
+    if label.all() or not label.any():
+        return float("nan")
+    if curve == "roc":
+        return float(roc_auc_score(label, prob))
+    precision, recall, _ = precision_recall_curve(label, prob)
+    return float(auc(recall, precision))
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+
+class PixelAUCMetric(CumulativeIterationMetric):
+    """Area under the ROC (``curve="roc"``) or precision-recall (``"pr"``) curve of FoV pixels: pooled over all
+    images (``pooled=True``, the paper's protocol) or the mean of per-image values. Exact, not binned."""
+
+    def __init__(self, curve: str = "roc", pooled: bool = True) -> None:
+        super().__init__()
+        if curve not in ("roc", "pr"):
+            raise ValueError(f"curve must be 'roc' or 'pr', got '{curve}'")
+        self.curve, self.pooled = curve, pooled
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor):  # type: ignore[override]
         pairs = [fov_pixels(p, g) for p, g in zip(y_pred, y)]
-        return torch.cat([p for p, _ in pairs]).cpu(), torch.cat([g for _, g in pairs]).cpu()
+        sizes = torch.tensor([len(p) for p, _ in pairs])
+        return torch.cat([p for p, _ in pairs]).cpu(), torch.cat([g for _, g in pairs]).cpu(), sizes
+
+    def per_image(self) -> torch.Tensor:
+        """The AUC of every image seen so far, ``(N, 1)``."""
+        prob, label, sizes = self.get_buffer()
+        values = [
+            pixel_auc(p.numpy().astype(np.float64), g.numpy(), self.curve)
+            for p, g in zip(prob.split(sizes.tolist()), label.split(sizes.tolist()))
+        ]
+        return torch.tensor(values, dtype=torch.float64)[:, None]
 
     def aggregate(self) -> float:  # type: ignore[override]
-        prob, label = self.get_buffer()
-        label = label.numpy()
-        if label.all() or not label.any():
-            return float("nan")
-        return float(roc_auc_score(label, prob.numpy().astype(np.float64)))
+        if not self.pooled:
+            return float(torch.nanmean(self.per_image()))
+        prob, label, _ = self.get_buffer()
+        return pixel_auc(prob.numpy().astype(np.float64), label.numpy(), self.curve)
