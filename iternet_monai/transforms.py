@@ -9,11 +9,26 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import (
+    EnsureChannelFirstd,
+    LoadImaged,
+    MapTransform,
+    RandomizableTransform,
+    ScaleIntensityd,
+    ScaleIntensityRanged,
+)
 from PIL import Image
 from scipy import ndimage
 
-__all__ = ["to_rgb", "to_gray", "source_name", "CheckFundusd", "FieldOfViewd", "RandSaturationd"]
+__all__ = [
+    "to_rgb",
+    "to_gray",
+    "source_name",
+    "CheckFundusd",
+    "FieldOfViewd",
+    "RandSaturationd",
+    "fundus_loading",
+]
 
 # The released code's "grey" weights, applied in RGB order (BGR luma weights on RGB data, a quirk kept on purpose).
 GREY_WEIGHTS = (0.114, 0.587, 0.299)
@@ -117,4 +132,45 @@ class RandSaturationd(RandomizableTransform, MapTransform):
             image = d[key]
             grey = sum(w * image[c] for c, w in enumerate(self.weights))
             d[key] = (self.alpha * image + (1.0 - self.alpha) * grey[None]).clip(0.0, 1.0)
+        return d
+
+
+def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
+    """The one loading pipeline of every config and command: PIL reads (palette GIFs, 1-bit PNGs, RGBA handled),
+    channel-first, the input check that names the file, the image scaled from 8 bits to [0, 1] as the released code
+    does, labels and masks min-max scaled to [0, 1] (0/1 and 0/255 files alike). Missing label/mask keys are fine."""
+    others = [k for k in keys if k != "image"]
+    steps: list = [LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True)]
+    if others:
+        steps.append(
+            LoadImaged(others, reader="PILReader", converter=to_gray, image_only=True, allow_missing_keys=True)
+        )
+    steps += [
+        EnsureChannelFirstd(list(keys), allow_missing_keys=True),
+        CheckFundusd(others or ("label", "mask")),
+        ScaleIntensityRanged("image", a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True),
+    ]
+    if others:
+        steps.append(ScaleIntensityd(others, minv=0.0, maxv=1.0, allow_missing_keys=True))
+    return steps
+
+
+class GroundTruthRoundTripd(MapTransform):
+    """The released code's evaluation ground truth: the label resized to ``size`` x ``size`` (576 DRIVE, 960
+    CHASE_DB1, 592 STARE; scikit-image bilinear with anti-aliasing), resized back and thresholded at 0.5. Only for
+    exact parity with the paper's tables; the default protocol scores against the label file itself."""
+
+    def __init__(self, keys: KeysCollection = "label", size: int = 576) -> None:
+        super().__init__(keys)
+        self.size = size
+
+    def __call__(self, data: Mapping) -> dict:
+        from skimage.transform import resize
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = np.asarray(d[key][0], dtype=np.float64)
+            square = resize(label, (self.size, self.size), order=1, mode="reflect", anti_aliasing=True)
+            back = resize(square, label.shape, order=1, mode="reflect", anti_aliasing=True) > 0.5
+            d[key] = torch.as_tensor(back[None], dtype=torch.float32)
         return d

@@ -94,30 +94,55 @@ def pixel_auc(prob: np.ndarray, label: np.ndarray, curve: str = "roc") -> float:
 
 class PixelAUCMetric(CumulativeIterationMetric):
     """Area under the ROC (``curve="roc"``) or precision-recall (``"pr"``) curve of FoV pixels: pooled over all
-    images (``pooled=True``, the paper's protocol) or the mean of per-image values. Exact, not binned."""
+    images (``pooled=True``, the paper's protocol) or the mean of per-image values. Exact, not binned.
+
+    Images have different pixel counts, which MONAI's cumulative buffers (one row per image) cannot hold, so the
+    pixels are kept per image here and gathered across processes with ``all_gather_object`` when distributed.
+    """
 
     def __init__(self, curve: str = "roc", pooled: bool = True) -> None:
         super().__init__()
         if curve not in ("roc", "pr"):
             raise ValueError(f"curve must be 'roc' or 'pr', got '{curve}'")
         self.curve, self.pooled = curve, pooled
+        self._images: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor):  # type: ignore[override]
-        pairs = [fov_pixels(p, g) for p, g in zip(y_pred, y)]
-        sizes = torch.tensor([len(p) for p, _ in pairs])
-        return torch.cat([p for p, _ in pairs]).cpu(), torch.cat([g for _, g in pairs]).cpu(), sizes
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> list:  # type: ignore[override]
+        return [fov_pixels(p, g) for p, g in zip(y_pred, y)]
+
+    def _compute_list(self, y_pred, y, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(y_pred, (list, tuple)):
+            return [pair for p, g in zip(y_pred, y) for pair in self._compute_tensor(p[None], g[None])]
+        return self._compute_tensor(y_pred, y)
+
+    def extend(self, *data: object) -> None:
+        for prob, label in data:  # type: ignore[misc]
+            self._images.append((prob.detach().cpu().numpy().astype(np.float64), label.detach().cpu().numpy()))
+
+    def reset(self) -> None:
+        super().reset()
+        self._images = []
+
+    def images(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(probabilities, labels) of the FoV pixels of every image seen so far, from every process."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, self._images)
+            return [image for part in gathered for image in part]
+        return list(self._images)
+
+    def pooled_pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """All FoV pixels of all images: (probabilities, labels)."""
+        images = self.images()
+        if not images:
+            raise ValueError(f"{self.__class__.__name__} has seen no image")
+        return np.concatenate([p for p, _ in images]), np.concatenate([g for _, g in images])
 
     def per_image(self) -> torch.Tensor:
         """The AUC of every image seen so far, ``(N, 1)``."""
-        prob, label, sizes = self.get_buffer()
-        values = [
-            pixel_auc(p.numpy().astype(np.float64), g.numpy(), self.curve)
-            for p, g in zip(prob.split(sizes.tolist()), label.split(sizes.tolist()))
-        ]
-        return torch.tensor(values, dtype=torch.float64)[:, None]
+        return torch.tensor([pixel_auc(p, g, self.curve) for p, g in self.images()], dtype=torch.float64)[:, None]
 
     def aggregate(self) -> float:  # type: ignore[override]
         if not self.pooled:
             return float(torch.nanmean(self.per_image()))
-        prob, label, _ = self.get_buffer()
-        return pixel_auc(prob.numpy().astype(np.float64), label.numpy(), self.curve)
+        return pixel_auc(*self.pooled_pixels(), self.curve)

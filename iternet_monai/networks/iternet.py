@@ -14,7 +14,7 @@ from monai.networks.blocks import Convolution, UpSample
 from monai.utils import ComponentStore
 from torch import nn
 
-__all__ = ["IterNet", "MiniUNet", "REFINERIES", "register_refinery", "conv_block"]
+__all__ = ["IterNet", "MiniUNet", "REFINERIES", "register_refinery", "conv_block", "iternet_from_state_dict"]
 
 REFINERIES = ComponentStore("Refinery", "IterNet refinery modules, selected by name with IterNet(refinery=...)")
 
@@ -162,3 +162,16 @@ class IterNet(nn.Module):
         if self.training:
             return torch.stack(outputs, dim=1)
         return outputs[-1]
+
+
+def iternet_from_state_dict(state: dict[str, torch.Tensor]) -> IterNet:
+    """An IterNet shaped like ``state`` (channels, width, iterations, refinery depth, batch norm or none) with those
+    weights loaded, so a ``model.pt`` can be used without its bundle config."""
+    out_channels, features = state["head.weight"].shape[:2]
+    in_channels = state["first.0.conv.weight"].shape[1]
+    iterations = len({k.split(".")[1] for k in state if k.startswith("iterations.")})
+    depth = len({k.split(".")[3] for k in state if k.startswith("refinery.path.down.")})
+    norm = "batch" if any(k.endswith("running_mean") for k in state) else None
+    net = IterNet(in_channels, out_channels, features, iterations, max(depth, 1), norm=norm)
+    net.load_state_dict(state)
+    return net

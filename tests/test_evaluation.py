@@ -1,0 +1,177 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, write_image
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+from test_bundle import bundle, two_drive_images
+
+from iternet_monai.cli import main as cli
+from iternet_monai.evaluation import EvaluationError, read_probability_map
+from iternet_monai.networks import IterNet
+
+
+def write_maps(drive, folder, suffix=".png", shape=None, stems=("01_test", "02_test")):
+    rng = np.random.default_rng(0)
+    for stem in stems:
+        truth = np.asarray(Image.open(drive / "test" / "1st_manual" / f"{stem[:2]}_manual1.gif")) > 0
+        prob = np.clip(truth * 0.4 + rng.random(truth.shape) * 0.6, 0, 1)
+        if shape:
+            prob = prob[: shape[0], : shape[1]]
+        if suffix == ".npy":
+            np.save(folder / f"{stem}_prob.npy", prob)
+        else:
+            write_image(folder / f"{stem}_prob{suffix}", np.round(prob * 255).astype(np.uint8))
+    return folder
+
+
+def evaluate(drive, tmp_path, *extra):
+    datalist = two_drive_images(drive, tmp_path)
+    out = tmp_path / "out"
+    code = cli(["evaluate", "--datalist", str(datalist), "--dataset-dir", str(drive), "--output", str(out), *extra])
+    return code, out
+
+
+def test_command_on_two_drive_images_with_given_maps(drive, tmp_path, capsys):
+    (tmp_path / "maps").mkdir()
+    maps = write_maps(drive, tmp_path / "maps")
+    code, out = evaluate(drive, tmp_path, "--predictions", str(maps))
+    assert code == 0
+    content = json.loads((out / "metrics.json").read_text())
+    probs, labels = [], []
+    for stem in ("01_test", "02_test"):
+        prob = np.asarray(Image.open(maps / f"{stem}_prob.png")) / 255.0
+        truth = np.asarray(Image.open(drive / "test" / "1st_manual" / f"{stem[:2]}_manual1.gif")) > 0
+        fov = np.asarray(Image.open(drive / "test" / "mask" / f"{stem}_mask.gif")) > 0
+        probs.append(prob[fov])
+        labels.append(truth[fov])
+    assert content["pooled"]["auc"] == pytest.approx(roc_auc_score(np.concatenate(labels), np.concatenate(probs)))
+    assert content["protocol"]["images"] == 2 and "field of view" in content["protocol"]["region"]
+    assert [row["image"] for row in content["per_image"]] == ["01_test", "02_test"]
+    assert (out / "per_image.csv").read_text().splitlines()[0].startswith("image,auc,pr_auc,f1")
+    for name in ("roc.png", "pr.png", "overlays/01_test.png", "overlays/02_test.png"):
+        assert (out / name).stat().st_size > 0
+    assert Image.open(out / "overlays" / "01_test.png").size == (565, 584)
+    assert "connectivity" in capsys.readouterr().out
+    whole = evaluate(drive, tmp_path, "--predictions", str(maps), "--no-fov", "--overwrite")[1]
+    assert json.loads((whole / "metrics.json").read_text())["pooled"]["specificity"] != content["pooled"]["specificity"]
+
+
+def test_existing_outputs_are_not_overwritten(drive, tmp_path, capsys):
+    (tmp_path / "maps").mkdir()
+    maps = write_maps(drive, tmp_path / "maps")
+    assert evaluate(drive, tmp_path, "--predictions", str(maps))[0] == 0
+    before = (tmp_path / "out" / "metrics.json").read_text()
+    assert evaluate(drive, tmp_path, "--predictions", str(maps), "--threshold", "0.9")[0] == 2
+    assert "metrics.json exists" in capsys.readouterr().err
+    assert (tmp_path / "out" / "metrics.json").read_text() == before
+
+
+def test_npy_maps_and_ground_truth_round_trip(drive, tmp_path):
+    (tmp_path / "maps").mkdir()
+    maps = write_maps(drive, tmp_path / "maps", ".npy")
+    assert evaluate(drive, tmp_path, "--predictions", str(maps), "--gt-roundtrip", "576")[0] == 0
+    content = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "576x576" in content["protocol"]["ground_truth"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("size", "01_test.tif: the prediction is 560x500 (HxW) but the image is 584x565"),
+        ("missing", "02_test.tif: no map"),
+        ("nan", "contains NaN values"),
+    ],
+)
+def test_bad_maps_give_a_clear_error_naming_the_image(drive, tmp_path, capsys, damage, message):
+    (tmp_path / "maps").mkdir()
+    maps = write_maps(drive, tmp_path / "maps", ".npy")
+    if damage == "size":
+        np.save(maps / "01_test_prob.npy", np.zeros((560, 500)))
+    elif damage == "missing":
+        (maps / "02_test_prob.npy").unlink()
+    else:
+        array = np.zeros((584, 565))
+        array[3, 3] = np.nan
+        np.save(maps / "02_test_prob.npy", array)
+    assert evaluate(drive, tmp_path, "--predictions", str(maps))[0] == 2
+    assert message in capsys.readouterr().err
+
+
+def test_probability_map_formats(tmp_path):
+    values = np.linspace(0, 1, 12).reshape(3, 4)
+    write_image(tmp_path / "a.png", np.round(values * 255).astype(np.uint8))
+    Image.fromarray(np.round(values * 65535).astype(np.uint16)).save(tmp_path / "b.png")
+    Image.fromarray(values.astype(np.float32)).save(tmp_path / "c.tif")
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(values.T[:, :, None].astype(np.float32), np.eye(4)), str(tmp_path / "d.nii.gz"))
+    for name, tol in (("a.png", 1 / 255), ("b.png", 1 / 65535), ("c.tif", 1e-7), ("d.nii.gz", 1e-7)):
+        assert np.abs(read_probability_map(tmp_path / name) - values).max() <= tol, name
+    np.save(tmp_path / "e.npy", values * 2)
+    with pytest.raises(EvaluationError, match=r"e\.npy: values must lie in \[0, 1\]"):
+        read_probability_map(tmp_path / "e.npy")
+    write_image(tmp_path / "f.png", np.zeros((3, 4, 3), np.uint8) + np.array([0, 255, 0], np.uint8))
+    with pytest.raises(EvaluationError, match="colour image"):
+        read_probability_map(tmp_path / "f.png")
+
+
+@pytest.mark.slow
+def test_bundle_and_command_are_two_equal_ways(drive, tmp_path):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "model.pt"
+    torch.save(IterNet(features=4).state_dict(), ckpt)
+    datalist = two_drive_images(drive, tmp_path)
+    result = bundle(
+        "run",
+        "evaluating",
+        "--config_file",
+        "['bundles/iternet/train.json','bundles/iternet/evaluate.json']",
+        "--dataset_dir",
+        str(drive),
+        "--datalist",
+        str(datalist),
+        "--ckpt_path",
+        str(ckpt),
+        "--output_dir",
+        str(tmp_path / "bundle"),
+        "--network_def#features",
+        "4",
+        "--sw_overlap",
+        "0.5",
+        "--num_workers",
+        "0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    bundle_metrics = dict(line.split(",") for line in (tmp_path / "bundle" / "metrics.csv").read_text().splitlines())
+    code = cli(
+        [
+            "evaluate",
+            "--datalist",
+            str(datalist),
+            "--dataset-dir",
+            str(drive),
+            "--ckpt",
+            str(ckpt),
+            "--mode",
+            "sliding_window",
+            "--sw-overlap",
+            "0.5",
+            "--output",
+            str(tmp_path / "cmd"),
+        ]
+    )
+    assert code == 0
+    command = json.loads((tmp_path / "cmd" / "metrics.json").read_text())["pooled"]
+    for name in ("auc", "pr_auc", "f1", "sensitivity", "specificity", "accuracy", "connectivity"):
+        assert float(bundle_metrics[name]) == pytest.approx(command[name], abs=2e-4), name
+    per_image = (tmp_path / "bundle" / "auc_raw.csv").read_text().splitlines()
+    assert len(per_image) == 3 and "01_test.tif" in per_image[1]
+
+
+def test_repo_root_symlinks_point_at_configs():
+    for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "metadata.json"):
+        link = REPO / "bundles" / "iternet" / name
+        assert link.resolve() == (REPO / "bundles" / "iternet" / "configs" / name).resolve()
