@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, fundus_like, write_image
-from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+from monai.transforms import Compose
 
 from iternet_monai.cli import main as cli
 from iternet_monai.data import DatalistError, builtin_datalist, load_datalist, make_datalist
-from iternet_monai.transforms import CheckFundusd, FieldOfViewd, RandSaturationd, to_gray, to_rgb
+from iternet_monai.transforms import FieldOfViewd, RandSaturationd, fundus_loading
 
 STARE_LABELLED = [
     "im0001",
@@ -159,16 +159,7 @@ def test_grayscale_image_is_named(one_item):
 
 
 def load(item):
-    return Compose(
-        [
-            LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True),
-            LoadImaged(
-                ["label", "mask"], reader="PILReader", converter=to_gray, image_only=True, allow_missing_keys=True
-            ),
-            EnsureChannelFirstd(["image", "label", "mask"], allow_missing_keys=True),
-            CheckFundusd(),
-        ]
-    )(item)
+    return Compose(fundus_loading())(item)
 
 
 def test_transform_check_names_the_file(tmp_path):
@@ -202,7 +193,6 @@ def test_drive_gif_labels_palette_second_observer_and_rgba(drive, tmp_path):
 
 def test_field_of_view_is_kept_or_derived(drive):
     item = load({"image": str(drive / "test/images/01_test.tif"), "mask": str(drive / "test/mask/01_test_mask.gif")})
-    item["image"] = item["image"] / 255.0
     official = FieldOfViewd()(item)["mask"]
     assert set(torch.unique(official).tolist()) == {0.0, 1.0}
     derived = FieldOfViewd()({"image": item["image"]})["mask"]
