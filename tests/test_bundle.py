@@ -103,7 +103,7 @@ def test_training_writes_checkpoints_and_tensorboard(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp / "eval"), size_guidance={"images": 0}).Reload()
-    assert {"train_loss", "learning_rate", "val_auc", "val_f1"} <= set(events.Tags()["scalars"])
+    assert {"train_loss", "learning_rate", "val_auc", "val_f1", "val_connectivity"} <= set(events.Tags()["scalars"])
     assert events.Tags()["images"]
     assert "val_auc" in result.stdout
 
@@ -250,3 +250,12 @@ def test_multi_gpu_config_under_torchrun_with_two_cpu_processes(drive, tmp_path)
     state = torch.load(tmp_path / "models" / "checkpoint_epoch=1.pt", weights_only=False)
     assert state["trainer"]["iteration"] == 2
     IterNet(features=4).load_state_dict(torch.load(tmp_path / "models" / "model.pt", weights_only=True))
+
+
+def test_inference_config_builds_the_training_network():
+    train = json.loads((CONFIGS / "train.json").read_text())
+    inference = json.loads((CONFIGS / "inference.json").read_text())
+    assert inference["network_def"] == train["network_def"]
+    metadata = json.loads((CONFIGS / "metadata.json").read_text())
+    assert metadata["version"] in metadata["changelog"]
+    assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "vessel"}
