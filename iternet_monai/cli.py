@@ -62,6 +62,23 @@ def _make_datalist(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_app(args: argparse.Namespace) -> int:
+    from .monailabel import server_command, setup_app
+
+    app = setup_app(args.app_dir, args.bundle)
+    print(f"installed {args.bundle} as {app}/model/iternet; start MONAI Label with:")
+    print(" ".join(server_command(app, args.studies or "<studies folder>", args.port)))
+    return 0
+
+
+def _convert_studies(args: argparse.Namespace) -> int:
+    from .monailabel import convert_studies
+
+    written = convert_studies(args.source, args.target, args.overwrite)
+    print(f"wrote {len(written)} studies to {args.target}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iternet-monai", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sw-batch-size", type=int, default=64)
     ev.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     ev.set_defaults(func=_evaluate)
+
+    app = commands.add_parser(
+        "label-app",
+        help="set up a MONAI Label app folder with this bundle",
+        description="Run in the MONAI Label environment (tox -e monailabel, or its venv).",
+    )
+    app.add_argument("--app-dir", default="apps", help="folder for MONAI Label's monaibundle app (default: apps)")
+    app.add_argument("--bundle", default="bundles/iternet", help="bundle folder (default: bundles/iternet)")
+    app.add_argument("--studies", help="studies folder, shown in the printed start command")
+    app.add_argument("--port", type=int, default=8000)
+    app.set_defaults(func=_label_app)
+
+    conv = commands.add_parser(
+        "convert-studies",
+        help="copy photographs as PNG for MONAI Label's datastore",
+        description="GIF, PPM, TIFF and BMP become RGB PNG; PNG and JPEG are copied.",
+    )
+    conv.add_argument("source")
+    conv.add_argument("target")
+    conv.add_argument("--overwrite", action="store_true")
+    conv.set_defaults(func=_convert_studies)
     return parser
 
 
@@ -121,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatalistError, EvaluationError) as err:
+    except (DatalistError, EvaluationError, FileNotFoundError, FileExistsError) as err:
         print(f"iternet-monai: {err}", file=sys.stderr)
         return 2
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
 from scipy import ndimage
+from scipy.integrate import trapezoid
 from skimage.morphology import skeletonize
 
 from .vessel import fov_pixels
@@ -74,7 +75,7 @@ def connectivity(
         binary = prob >= t if t > 0 else prob > 0
         diff = abs(count_components(binary & fov, connectivity) - s_truth)
         scores.append((diff == 0) * 1.0 if s_max == 0 else (1.0 - diff / s_max if diff <= s_max else 0.0))
-    return float(np.trapezoid(scores, thresholds))
+    return float(trapezoid(scores, thresholds))
 
 
 def cldice(pred: np.ndarray, truth: np.ndarray) -> float:
