@@ -40,11 +40,14 @@ def test_whole_image_and_windowed_paths_agree_for_a_position_independent_network
     assert torch.allclose(whole, windowed, atol=1e-5) and torch.allclose(whole, tiled, atol=1e-5)
 
 
-def test_whole_image_pads_to_16_and_crops_back():
+def test_whole_image_pads_to_16_and_crops_back_and_channels_last_changes_nothing():
     net = IterNet(features=4).eval()
+    image = torch.rand(1, 3, 37, 50)
     with torch.no_grad():
-        out = WholeImageInferer()(torch.rand(1, 3, 37, 50), net)
+        out = WholeImageInferer()(image, net)
+        plain = net(torch.nn.functional.pad(image, (0, 14, 0, 11)))[..., :37, :50]
     assert out.shape == (1, 1, 37, 50)
+    assert torch.allclose(out, plain, atol=1e-5)
 
 
 @pytest.mark.slow
