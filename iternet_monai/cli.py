@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import DatalistError, builtin_datalist, load_datalist, make_datalist
+from .data import BUILTIN_DATALISTS, DatalistError, builtin_datalist, load_datalist, make_datalist
 from .evaluation import EvaluationError
 
 
@@ -22,7 +22,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .networks import iternet_from_state_dict
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    datalist = builtin_datalist(args.datalist) if args.datalist in ("drive", "chase_db1", "stare") else args.datalist
+    datalist = builtin_datalist(args.datalist) if args.datalist in BUILTIN_DATALISTS else args.datalist
     items = load_datalist(datalist, args.dataset_dir, args.key, check=True)
     if (args.ckpt is None) == (args.predictions is None):
         raise EvaluationError("give exactly one of --ckpt (a model.pt to run) or --predictions (a folder of maps)")
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate under one protocol (iternet_monai.evaluation): a model.pt run on every image, or any "
         "method's saved maps (PNG, TIFF, NPY, NIfTI) matched to the datalist's images by file stem.",
     )
-    ev.add_argument("--datalist", required=True, help="datalist JSON, or drive / chase_db1 / stare")
+    ev.add_argument("--datalist", required=True, help=f"datalist JSON, or one of {', '.join(BUILTIN_DATALISTS)}")
     ev.add_argument("--dataset-dir", required=True, help="folder the datalist's paths are relative to")
     ev.add_argument("--key", default="testing", help="datalist list to evaluate (default: testing)")
     ev.add_argument("--ckpt", help="model.pt (state dict) of an IterNet to run")

@@ -11,15 +11,6 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = [
-    "BUILTIN_DATALISTS",
-    "DatalistError",
-    "builtin_datalist",
-    "bundle_datalist",
-    "load_datalist",
-    "make_datalist",
-]
-
 BUILTIN_DATALISTS = ("drive", "chase_db1", "chase_db1_oliveira_fov", "stare")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 PATH_KEYS = ("image", "label", "mask")
