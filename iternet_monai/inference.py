@@ -149,7 +149,8 @@ def segment_files(
             _write(paths, prob, photo, threshold)
             written.append(paths)
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
-            message = str(err.__cause__ or err).strip().splitlines()[-1] if str(err.__cause__ or err) else repr(err)
+            cause = err.__cause__ or err  # MONAI wraps a failing transform's error in a RuntimeError
+            message = str(cause).strip().splitlines()[-1] if str(cause).strip() else repr(cause)
             logger.error(f"{source}: {message}")
             failures.append(f"{source}: {message}")
     logger.info(f"wrote {len(written)} of {len(items)} images to {output_dir}")
