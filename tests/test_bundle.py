@@ -42,10 +42,24 @@ def bundle(
     *args: str, cwd: Path = REPO, launcher: tuple[str, ...] = (sys.executable, "-m")
 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
+    return subprocess.run(
         [*launcher, "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
     )
-    return result
+
+
+def train_command(dataset_dir: Path, datalist: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The user's exact training command, run from the repository root, with a dataset, a datalist and overrides."""
+    return bundle(
+        "run",
+        "training",
+        "--config_file",
+        "bundles/iternet/train.json",
+        "--dataset_dir",
+        str(dataset_dir),
+        "--datalist",
+        str(datalist),
+        *extra,
+    )
 
 
 def two_drive_images(drive: Path, tmp: Path) -> Path:
@@ -71,22 +85,8 @@ def trained(tmp_path_factory):
     drive = dataset("DRIVE")
     tmp = tmp_path_factory.mktemp("train")
     datalist = two_drive_images(drive, tmp)
-    result = bundle(
-        "run",
-        "training",
-        "--config_file",
-        "bundles/iternet/train.json",
-        "--dataset_dir",
-        str(drive),
-        "--datalist",
-        str(datalist),
-        "--epochs",
-        "1",
-        "--ckpt_dir",
-        str(tmp / "models"),
-        "--output_dir",
-        str(tmp / "eval"),
-        *FAST,
+    result = train_command(
+        drive, datalist, "--epochs", "1", "--ckpt_dir", str(tmp / "models"), "--output_dir", str(tmp / "eval"), *FAST
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return drive, datalist, tmp, result
@@ -151,18 +151,7 @@ def test_no_dataset_stops_quickly_with_one_message(tmp_path):
 def test_missing_datalist_files_are_named_before_training(tmp_path):
     datalist = tmp_path / "list.json"
     datalist.write_text(json.dumps({"training": [{"image": "a.tif", "label": "a.gif"}, {"image": "b.tif"}]}))
-    result = bundle(
-        "run",
-        "training",
-        "--config_file",
-        "bundles/iternet/train.json",
-        "--dataset_dir",
-        str(tmp_path),
-        "--datalist",
-        str(datalist),
-        "--ckpt_dir",
-        str(tmp_path),
-    )
+    result = train_command(tmp_path, datalist, "--ckpt_dir", str(tmp_path))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     for name in ("a.tif: missing", "a.gif: missing", "b.tif: missing"):
         assert name in result.stderr
