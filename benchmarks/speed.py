@@ -22,7 +22,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose
 
 from iternet_monai.data import builtin_datalist, load_datalist
-from iternet_monai.inference import WholeImageInferer, sliding_window_count
+from iternet_monai.inferers import WholeImageInferer, sliding_window_count
 from iternet_monai.losses import IterNetLoss
 from iternet_monai.metrics import pixel_auc
 from iternet_monai.networks import IterNet, iternet_from_state_dict

@@ -18,7 +18,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .evaluation import evaluate, map_predictor, model_predictor, summary_table
-    from .inference import make_inferer
+    from .inferers import make_inferer
     from .networks import iternet_from_state_dict
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

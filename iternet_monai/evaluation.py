@@ -22,6 +22,7 @@ from PIL import Image
 from sklearn.metrics import precision_recall_curve, roc_curve
 from tqdm import tqdm
 
+from .errors import InputError
 from .metrics import (
     THRESHOLD_METRICS,
     Betti0ErrorMetric,
@@ -50,7 +51,7 @@ OUTPUT_FILES = ("metrics.json", "per_image.csv", "roc.png", "pr.png")
 TP_COLOUR, FP_COLOUR, FN_COLOUR, OUTSIDE_COLOUR = (255, 255, 255), (230, 40, 40), (40, 120, 255), (40, 40, 40)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError):
     """An input that cannot be evaluated; the message names the image or map."""
 
 

@@ -244,7 +244,13 @@ def test_multi_gpu_config_under_torchrun_with_two_cpu_processes(drive, tmp_path)
 def test_inference_config_builds_the_training_network():
     train = json.loads((CONFIGS / "train.json").read_text())
     inference = json.loads((CONFIGS / "inference.json").read_text())
-    assert inference["network_def"] == train["network_def"]
+    shape = {k: v for k, v in train["network_def"].items() if k != "_target_"}
+    assert train["network_def"]["_target_"] == "iternet_monai.networks.IterNet"
+    assert inference["network_def"] == {
+        "_target_": "iternet_monai.checkpoints.iternet_for_weights",
+        "weights": "@ckpt_path",
+        **shape,
+    }
     metadata = json.loads((CONFIGS / "metadata.json").read_text())
     assert metadata["version"] in metadata["changelog"]
     assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "vessel"}

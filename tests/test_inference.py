@@ -9,7 +9,8 @@ from monai.transforms import Compose
 from PIL import Image
 from test_bundle import bundle
 
-from iternet_monai.inference import WholeImageInferer, make_inferer, resolve_mode, segment_files, sliding_window_count
+from iternet_monai.inference import segment_files
+from iternet_monai.inferers import WholeImageInferer, make_inferer, resolve_mode, sliding_window_count
 from iternet_monai.networks import IterNet
 from iternet_monai.transforms import fundus_loading
 

@@ -11,13 +11,15 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import InputError
+
 BUILTIN_DATALISTS = ("drive", "chase_db1", "chase_db1_oliveira_fov", "stare")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 PATH_KEYS = ("image", "label", "mask")
 _MAX_LISTED = 10
 
 
-class DatalistError(ValueError):
+class DatalistError(InputError):
     """A datalist or the files it names cannot be used; the message names every offending file or key."""
 
 

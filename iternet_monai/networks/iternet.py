@@ -7,14 +7,22 @@ convs and up-convs are shared by every iteration, and a private 1x1 reduction an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from monai.networks.blocks import Convolution, UpSample
 from monai.utils import ComponentStore
 from torch import nn
 
-__all__ = ["IterNet", "MiniUNet", "REFINERIES", "register_refinery", "conv_block", "iternet_from_state_dict"]
+__all__ = [
+    "IterNet",
+    "MiniUNet",
+    "REFINERIES",
+    "register_refinery",
+    "conv_block",
+    "iternet_shape",
+    "iternet_from_state_dict",
+]
 
 REFINERIES = ComponentStore("Refinery", "IterNet refinery modules, selected by name with IterNet(refinery=...)")
 
@@ -164,14 +172,23 @@ class IterNet(nn.Module):
         return outputs[-1]
 
 
-def iternet_from_state_dict(state: dict[str, torch.Tensor]) -> IterNet:
-    """An IterNet shaped like ``state`` (channels, width, iterations, refinery depth, batch norm or none) with those
-    weights loaded, so a ``model.pt`` can be used without its bundle config."""
+def iternet_shape(state: Mapping[str, torch.Tensor]) -> dict:
+    """The :class:`IterNet` arguments that give a network shaped like ``state`` (channels, width, iterations,
+    refinery depth, batch norm or none). Raises KeyError when ``state`` is not an IterNet's."""
     out_channels, features = state["head.weight"].shape[:2]
-    in_channels = state["first.0.conv.weight"].shape[1]
-    iterations = len({k.split(".")[1] for k in state if k.startswith("iterations.")})
-    depth = len({k.split(".")[3] for k in state if k.startswith("refinery.path.down.")})
-    norm = "batch" if any(k.endswith("running_mean") for k in state) else None
-    net = IterNet(in_channels, out_channels, features, iterations, max(depth, 1), norm=norm)
+    return {
+        "in_channels": int(state["first.0.conv.weight"].shape[1]),
+        "out_channels": int(out_channels),
+        "features": int(features),
+        "iterations": len({k.split(".")[1] for k in state if k.startswith("iterations.")}),
+        "depth": max(1, len({k.split(".")[3] for k in state if k.startswith("refinery.path.down.")})),
+        "norm": "batch" if any(k.endswith("running_mean") for k in state) else None,
+    }
+
+
+def iternet_from_state_dict(state: Mapping[str, torch.Tensor], **kwargs) -> IterNet:
+    """An IterNet shaped like ``state`` (:func:`iternet_shape`; ``kwargs`` set the other arguments, such as
+    ``dropout``) with those weights loaded, so a ``model.pt`` can be used without its bundle config."""
+    net = IterNet(**{**kwargs, **iternet_shape(state)})
     net.load_state_dict(state)
     return net

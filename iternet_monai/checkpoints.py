@@ -1,0 +1,139 @@
+"""The one checkpoint loader and saver: every ``model.pt`` and training checkpoint is read and written here.
+
+Reading fails in one line that names the file (missing, empty, truncated, not a PyTorch file, no weights in it, or
+weights of another network shape); float16 weights (the shipped ``model.pt``) load into the float32 network; the
+weights define the network's shape (:func:`iternet_for_weights`); writing is atomic (:func:`save_atomic`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError
+from .files import atomic_path
+from .networks import IterNet, iternet_shape
+
+__all__ = [
+    "CheckpointError",
+    "BUNDLE_DIR",
+    "default_bundle_root",
+    "bundle_weights",
+    "read_checkpoint",
+    "read_weights",
+    "describe_weights",
+    "load_weights",
+    "iternet_for_weights",
+    "save_atomic",
+]
+
+logger = logging.getLogger(__name__)
+
+# The bundle of this repository (``pip install -e .`` keeps the package beside it).
+BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "iternet"
+
+
+class CheckpointError(InputError):
+    """A checkpoint or weights file that cannot be used; the message names it."""
+
+
+def default_bundle_root() -> str:
+    """The bundle folder whose ``models/model.pt`` inference uses by default, wherever the command runs: this
+    repository's ``bundles/iternet``, else the current folder (a bundle used on its own)."""
+    return str(BUNDLE_DIR) if (BUNDLE_DIR / "configs" / "inference.json").is_file() else "."
+
+
+def bundle_weights(bundle_root: str | Path) -> str | None:
+    """The bundle's own ``models/model.pt`` when it exists, else None (inference then runs untrained)."""
+    path = Path(bundle_root) / "models" / "model.pt"
+    return str(path) if path.is_file() else None
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The dictionary saved in ``path`` (a state dict, or a training checkpoint of several state dicts).
+    Raises :class:`CheckpointError` naming the file when it is missing, empty, damaged or not a PyTorch file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (a write that was interrupted?)")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for damaged or foreign files
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(error)})") from None
+    if not isinstance(content, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(content).__name__}, not a state dict")
+    return dict(content)
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network weights in ``path``: a plain state dict or the ``"model"`` entry of a training checkpoint,
+    float16 tensors cast to float32."""
+    content = read_checkpoint(path)
+    state = content.get("model", content)
+    if not isinstance(state, Mapping) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{path}: holds no network weights (a state dict of tensors, or one under 'model')")
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
+
+
+def describe_weights(state: Mapping[str, torch.Tensor]) -> str:
+    """A short description of the network shape ``state`` belongs to, e.g. ``IterNet(features=4, iterations=3,
+    depth=2)``; for weights of another network, their tensor count."""
+    try:
+        shape = iternet_shape(state)
+    except (KeyError, IndexError, ValueError):
+        return f"a network of {len(state)} tensors that is not an IterNet"
+    defaults = {"in_channels": 3, "out_channels": 1, "norm": None}
+    return "IterNet(" + ", ".join(f"{k}={v}" for k, v in shape.items() if defaults.get(k, "-") != v) + ")"
+
+
+def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """Load the weights of ``path`` into ``network``; weights of another shape fail in one line naming the file
+    and both shapes."""
+    state = read_weights(path)
+    expected = network.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise CheckpointError(
+            f"{path}: the weights are for {describe_weights(state)} but the network is {describe_weights(expected)}"
+        )
+    network.load_state_dict(state)
+    return network
+
+
+def iternet_for_weights(weights: str | Path | None = None, **config: Any) -> IterNet:
+    """An IterNet for ``weights`` with them loaded: the weights define the network's shape (channels, width,
+    iterations, refinery depth, norm), ``config`` gives the rest (dropout, refinery) and the shape when there are
+    no weights (``weights`` None: an untrained network, with a warning). A path that does not exist is an error."""
+    if weights is None or str(weights) in ("", "None", "none"):
+        logger.warning("no weights given: the network is UNTRAINED and its output is meaningless")
+        return IterNet(**config)
+    state = read_weights(weights)
+    try:
+        shape = iternet_shape(state)
+    except (KeyError, IndexError, ValueError):
+        raise CheckpointError(f"{weights}: not IterNet weights ({describe_weights(state)})") from None
+    differs = {k: (v, config[k]) for k, v in shape.items() if k in config and config[k] != v}
+    if differs:
+        logger.info(
+            f"network shape taken from {weights}: "
+            + ", ".join(f"{k} {v} (config: {c})" for k, (v, c) in differs.items())
+        )
+    network = IterNet(**{**config, **shape})
+    network.load_state_dict(state)
+    logger.info(f"loaded weights from {weights}")
+    return network
+
+
+def save_atomic(content: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: ``path`` is never a partial file."""
+    with atomic_path(path) as temporary:
+        torch.save(content, temporary)

@@ -1,0 +1,69 @@
+"""File names and safe writes: the one suffix list, the one file-stem rule, and atomic writes.
+
+Every command names its outputs after its inputs with :func:`file_stem` and writes them through
+:func:`atomic_path`, so a kill never leaves a half-written file under a final name and ``scan.v1.png`` and
+``scan.v2.png`` never share outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = [
+    "PHOTO_SUFFIXES",
+    "MAP_SUFFIXES",
+    "KNOWN_SUFFIXES",
+    "file_suffix",
+    "file_stem",
+    "atomic_path",
+    "atomic_write_text",
+]
+
+# Photographs, labels and masks that Pillow reads.
+PHOTO_SUFFIXES = (".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".png", ".ppm", ".bmp")
+# Probability maps and labels in array formats (besides the image formats above).
+MAP_SUFFIXES = (".npy", ".nii", ".nii.gz")
+KNOWN_SUFFIXES = tuple(sorted(set(PHOTO_SUFFIXES + MAP_SUFFIXES), key=len, reverse=True))
+
+
+def file_suffix(path: str | Path) -> str:
+    """The known suffix a file name ends with, lower case (``.nii.gz`` as one), or ``""``."""
+    name = Path(path).name.lower()
+    return next((suffix for suffix in KNOWN_SUFFIXES if name.endswith(suffix)), "")
+
+
+def file_stem(path: str | Path) -> str:
+    """The file name without its known suffix: ``scan.v1.png`` -> ``scan.v1``, ``a.nii.gz`` -> ``a``,
+    ``im0001.ah.ppm`` -> ``im0001.ah``. A name with no known suffix loses its last suffix only."""
+    name = Path(path).name
+    suffix = file_suffix(name)
+    return name[: -len(suffix)] if suffix else Path(name).stem
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so writers that pick the format from the name work);
+    when the block succeeds it is flushed to disk and renamed onto ``path``, else removed. A reader never sees a
+    partial file under ``path``, and what was there stays until the new file is complete."""
+    path = Path(path)
+    suffix = file_suffix(path) or path.suffix
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
