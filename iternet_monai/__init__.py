@@ -19,6 +19,7 @@ __all__ = [
     "inferers",
     "losses",
     "metrics",
+    "monailabel",
     "networks",
     "transforms",
     "__version__",

@@ -65,7 +65,7 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: the file is empty (a write that was interrupted?)")
+        raise CheckpointError(f"{path}: the file is empty (an interrupted write?)")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for damaged or foreign files

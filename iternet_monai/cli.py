@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import BUILTIN_DATALISTS, DatalistError, builtin_datalist, load_datalist, make_datalist
-from .evaluation import EvaluationError
+from .errors import InputError
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .evaluation import evaluate, map_predictor, model_predictor, summary_table
+    from .evaluation import EvaluationError, evaluate, map_predictor, model_predictor, summary_table
     from .inferers import make_inferer
     from .networks import iternet_from_state_dict
 
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatalistError, EvaluationError, FileNotFoundError, FileExistsError) as err:
+    except (InputError, FileNotFoundError, FileExistsError) as err:
         print(f"iternet-monai: {err}", file=sys.stderr)
         return 2
 

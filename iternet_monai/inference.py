@@ -1,20 +1,119 @@
-"""Inference: a runner that segments files and writes the results."""
+"""Batch inference the model-zoo way: ``inference.json`` wires preprocessing -> inferer -> postprocessing -> writer
+into MONAI's ``SupervisedEvaluator``. This module holds what MONAI has no stock part for: the inputs of a run (checked
+files, a unique output name per input, outputs that exist, the folder's own outputs), the writer, and the parsed
+pipeline that evaluation and the benchmarks share with the bundle.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import Inferer
+from ignite.engine import Engine, Events
 from PIL import Image
-from tqdm import tqdm
 
-__all__ = ["segment_files", "overlay"]
+from .checkpoints import BUNDLE_DIR
+from .data import check_files, inference_items
+from .files import atomic_path, file_stem, file_suffix
+
+__all__ = [
+    "OUTPUT_SUFFIXES",
+    "output_paths",
+    "output_names",
+    "InferenceInputs",
+    "VesselMapWriter",
+    "overlay",
+    "segment",
+    "load_pipeline",
+]
 
 logger = logging.getLogger(__name__)
+# What inference writes per image, after the image's output name.
+OUTPUT_SUFFIXES = {"probability": "_prob.png", "mask": "_mask.png", "overlay": "_overlay.png", "nifti": "_prob.nii.gz"}
+
+
+def output_paths(output_dir: str | Path, name: str, nifti: bool = False) -> dict[str, Path]:
+    """The files written for the image whose output name is ``name``."""
+    kinds = [k for k in OUTPUT_SUFFIXES if nifti or k != "nifti"]
+    return {kind: Path(output_dir) / f"{name}{OUTPUT_SUFFIXES[kind]}" for kind in kinds}
+
+
+def output_names(sources: Sequence[str | Path]) -> list[str]:
+    """One output name per input, unique: the file stem (:func:`~iternet_monai.files.file_stem`); inputs whose
+    stems collide (``scan.png`` and ``scan.tif``, or one name in two folders) keep their suffix, then also get
+    their folder's name in front."""
+    paths = [Path(s) for s in sources]
+    names = [file_stem(p) for p in paths]
+    for widen in (
+        lambda p: f"{file_stem(p)}_{file_suffix(p).lstrip('.').replace('.', '_')}",
+        lambda p: f"{p.parent.name}_{p.name.replace('.', '_')}",
+    ):
+        counts = Counter(names)
+        names = [widen(p) if counts[n] > 1 else n for p, n in zip(paths, names)]
+    return names
+
+
+class InferenceInputs:
+    """What a run segments: the datalist's ``data_key`` list, every photograph in ``dataset_dir``, or, with neither,
+    the embedded sample. Every file is checked first (one line per unreadable or unusable file; the others are
+    still segmented); each item gets a unique output ``name``; photographs that are this command's own outputs
+    (a folder segmented into itself) are left out; items whose outputs exist are skipped unless ``overwrite``.
+    :meth:`report` ends the run with a non-zero exit when an input was bad."""
+
+    def __init__(
+        self,
+        dataset_dir: str | Path | None,
+        output_dir: str | Path,
+        datalist: str | Path | None = None,
+        data_key: str = "testing",
+        nifti: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        candidates = inference_items(dataset_dir, datalist, data_key)
+        self.total = len(candidates)
+        candidates = self._without_own_outputs(candidates)
+        good, self.problems = check_files(candidates, keys=("image",))
+        for problem in self.problems:
+            logger.error(problem)
+        names = output_names([item["image"] for item in good])
+        self.items: list[dict] = []
+        existing = []
+        for item, name in zip(good, names):
+            if not overwrite and any(p.exists() for p in output_paths(output_dir, name, nifti).values()):
+                existing.append(item["image"])
+            else:
+                self.items.append({"image": item["image"], "name": name})
+        if existing:
+            logger.warning(
+                f"skipped {len(existing)} image(s) whose outputs exist in {output_dir} "
+                "(pass --overwrite true to replace them)"
+            )
+
+    @staticmethod
+    def _without_own_outputs(items: list[dict]) -> list[dict]:
+        stems = {(Path(item["image"]).parent, file_stem(item["image"])) for item in items}
+        endings = [s for k, s in OUTPUT_SUFFIXES.items() if k != "nifti"]
+
+        def is_output(path: Path) -> bool:
+            return any(
+                path.name.endswith(ending) and (path.parent, path.name[: -len(ending)]) in stems for ending in endings
+            )
+
+        kept = [item for item in items if not is_output(Path(item["image"]))]
+        if len(kept) < len(items):
+            logger.info(f"left out {len(items) - len(kept)} file(s) that are this command's own outputs")
+        return kept
+
+    def report(self) -> None:
+        """Raise SystemExit (non-zero) naming the bad inputs, if there were any."""
+        if self.problems:
+            lines = "\n  ".join(self.problems)
+            raise SystemExit(f"{len(self.problems)} of {self.total} image(s) could not be segmented:\n  {lines}")
 
 
 def overlay(
@@ -26,74 +125,81 @@ def overlay(
     return out.round().astype(np.uint8)
 
 
-def _outputs(output_dir: Path, stem: str, nifti: bool) -> dict[str, Path]:
-    names = {"probability": f"{stem}_prob.png", "mask": f"{stem}_mask.png", "overlay": f"{stem}_overlay.png"}
-    if nifti:
-        names["nifti"] = f"{stem}_prob.nii.gz"
-    return {k: output_dir / v for k, v in names.items()}
+def _save_png(array: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        Image.fromarray(array).save(temporary, format="PNG")
 
 
-def _write(paths: dict[str, Path], prob: np.ndarray, photo: np.ndarray, threshold: float) -> None:
-    """Probability as 8-bit PNG, binary mask (0/255), overlay, and optionally float32 NIfTI; prob is (H, W)."""
-    Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(paths["probability"])
-    mask = prob >= threshold
-    Image.fromarray(mask.astype(np.uint8) * 255).save(paths["mask"])
-    Image.fromarray(overlay(photo, mask)).save(paths["overlay"])
-    if "nifti" in paths:
-        import nibabel as nib
+class VesselMapWriter:
+    """Ignite handler that writes, for every image an evaluator has segmented, ``<name>_prob.png`` (probability,
+    8 bits), ``<name>_mask.png`` (the postprocessing's binary ``pred``, 0/255), ``<name>_overlay.png`` and, with
+    ``nifti``, ``<name>_prob.nii.gz`` (float32, Slicer's (W, H, 1) axis order), each atomically.
 
-        nib.save(nib.Nifti1Image(prob.T[:, :, None].astype(np.float32), np.eye(4)), str(paths["nifti"]))
-
-
-@torch.inference_mode()
-def segment_files(
-    items: Sequence[dict],
-    preprocessing: Callable[[dict], dict],
-    network: torch.nn.Module,
-    inferer: Inferer,
-    output_dir: str | Path,
-    device: torch.device | str = "cpu",
-    threshold: float = 0.5,
-    amp: bool = False,
-    nifti: bool = False,
-    overwrite: bool = False,
-) -> list[dict[str, Path]]:
-    """Segment every item's ``image`` and write its probability map, binary mask and overlay to ``output_dir``.
-
-    An item whose outputs exist is skipped unless ``overwrite``; an item that fails (unreadable file, say) is
-    reported and skipped, and after the rest are written a SystemExit lists the failures. Returns the outputs
-    written.
+    Ours: MONAI's ``SaveImaged`` writes one array per transform, not atomically, and names files by its own rule.
+    An untrained network (``weights`` None) writes nothing unless ``allow_untrained``: its output would look like a
+    segmentation and mean nothing.
     """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    network = network.to(device, memory_format=torch.channels_last).eval()  # 1.5x faster convolutions on CPU
-    device = torch.device(device)
-    written, skipped, failures = [], [], []
-    for item in tqdm(items, desc="segmenting", unit="image"):
-        source = Path(item["image"])
-        paths = _outputs(output_dir, source.name.split(".")[0], nifti)
-        if not overwrite and any(p.exists() for p in paths.values()):
-            skipped.append(source)
-            continue
-        try:
-            data = preprocessing({"image": str(source)})
-            image = torch.as_tensor(data["image"])[None].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = inferer(image, network)
-            prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy().T  # PILReader gives (W, H)
-            photo = np.round(image[0].float().cpu().numpy().transpose(2, 1, 0) * 255).astype(np.uint8)
-            _write(paths, prob, photo, threshold)
-            written.append(paths)
-        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
-            cause = err.__cause__ or err  # MONAI wraps a failing transform's error in a RuntimeError
-            message = str(cause).strip().splitlines()[-1] if str(cause).strip() else repr(cause)
-            logger.error(f"{source}: {message}")
-            failures.append(f"{source}: {message}")
-    logger.info(f"wrote {len(written)} of {len(items)} images to {output_dir}")
-    if skipped:
-        logger.warning(
-            f"skipped {len(skipped)} image(s) whose outputs exist in {output_dir} (pass --overwrite true to replace)"
-        )
-    if failures:
-        raise SystemExit(f"{len(failures)} of {len(items)} image(s) failed:\n  " + "\n  ".join(failures))
-    return written
+
+    def __init__(
+        self, output_dir: str | Path, nifti: bool = False, weights: str | None = None, allow_untrained: bool = False
+    ) -> None:
+        self.output_dir, self.nifti = Path(output_dir), nifti
+        self.write = weights is not None or allow_untrained
+        self.count = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self.summary)
+
+    def __call__(self, engine: Engine) -> None:
+        for item, output in zip(engine.state.batch, engine.state.output):
+            self.count += 1
+            if self.write:
+                self.save(item["name"], output)
+
+    def save(self, name: str, output: Mapping[str, Any]) -> None:
+        """Write the outputs of one image: ``output`` holds ``prob`` (1, W, H), ``pred`` and ``image`` (3, W, H)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        paths = output_paths(self.output_dir, name, self.nifti)
+        prob = torch.as_tensor(output["prob"]).float().squeeze(0).cpu().numpy()
+        mask = torch.as_tensor(output["pred"]).squeeze().cpu().numpy() > 0
+        photo = torch.as_tensor(output["image"]).float().cpu().numpy()
+        _save_png(np.round(prob.T * 255).astype(np.uint8), paths["probability"])
+        _save_png(mask.T.astype(np.uint8) * 255, paths["mask"])
+        _save_png(overlay(np.round(photo.transpose(2, 1, 0) * 255).astype(np.uint8), mask.T), paths["overlay"])
+        if self.nifti:
+            import nibabel as nib
+
+            with atomic_path(paths["nifti"]) as temporary:
+                nib.save(nib.Nifti1Image(prob[:, :, None].astype(np.float32), np.eye(4)), str(temporary))
+
+    def summary(self, engine: Engine) -> None:
+        if self.write:
+            logger.info(f"wrote the outputs of {self.count} image(s) to {self.output_dir}")
+        else:
+            logger.warning(
+                f"no trained weights: ran the UNTRAINED network on {self.count} image(s) to check the pipeline and "
+                "wrote nothing (its output would look like a segmentation and mean nothing). Pass --ckpt_path with "
+                "a trained model.pt, or --allow_untrained true to write the untrained outputs anyway."
+            )
+
+
+def segment(evaluator: Engine, inputs: InferenceInputs) -> None:
+    """Run the inference evaluator over ``inputs`` (if any are left), then report bad inputs."""
+    if inputs.items:
+        evaluator.run()
+    else:
+        logger.info("nothing to segment")
+    inputs.report()
+
+
+def load_pipeline(config_file: str | Path | None = None, **overrides: Any):
+    """The bundle's ``inference.json`` parsed with ``overrides`` (``ckpt_path``, ``mode``, ``device``, ...): the one
+    pipeline whose ``network``, ``inferer`` and ``postprocessing`` evaluation and the benchmarks use."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config_file or BUNDLE_DIR / "configs" / "inference.json"))
+    parser.update(overrides)
+    parser.parse()
+    return parser

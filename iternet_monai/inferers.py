@@ -15,7 +15,16 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import Inferer, SlidingWindowInferer
 
-__all__ = ["INFERENCE_MODES", "WholeImageInferer", "resolve_mode", "make_inferer", "sliding_window_count"]
+from .errors import InputError
+
+__all__ = [
+    "INFERENCE_MODES",
+    "WholeImageInferer",
+    "FlipAveragingInferer",
+    "resolve_mode",
+    "make_inferer",
+    "sliding_window_count",
+]
 
 logger = logging.getLogger(__name__)
 INFERENCE_MODES = ("auto", "sliding_window", "whole_image")
@@ -40,10 +49,31 @@ class WholeImageInferer(Inferer):
         return network(padded, *args, **kwargs)[..., :height, :width]
 
 
+class FlipAveragingInferer(Inferer):
+    """Test-time augmentation: the mean of ``inferer``'s logits over the image and its horizontal, vertical and
+    double flips (flipped back), as VascX does around MONAI's sliding window. Costs four passes. Ours: MONAI's
+    ``TestTimeAugmentation`` draws random transforms for uncertainty rather than averaging a fixed set."""
+
+    FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+    def __init__(self, inferer: Inferer) -> None:
+        super().__init__()
+        self.inferer = inferer
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        total = None
+        for dims in self.FLIPS:
+            flipped = inputs.flip(dims) if dims else inputs
+            logits = self.inferer(flipped, network, *args, **kwargs)
+            logits = (logits.flip(dims) if dims else logits).float()
+            total = logits if total is None else total + logits
+        return total / len(self.FLIPS)
+
+
 def resolve_mode(mode: str, device: torch.device | str) -> str:
     """``auto`` is the paper's sliding window on CUDA and whole-image on CPU (where stride 3 takes hours)."""
     if mode not in INFERENCE_MODES:
-        raise ValueError(f"unknown inference mode '{mode}'; choose one of {', '.join(INFERENCE_MODES)}")
+        raise InputError(f"unknown inference mode '{mode}'; choose one of {', '.join(INFERENCE_MODES)}")
     if mode == "auto":
         return "sliding_window" if torch.device(device).type == "cuda" else "whole_image"
     return mode
@@ -55,17 +85,23 @@ def make_inferer(
     roi_size: Sequence[int] = (128, 128),
     overlap: float = 0.9765625,
     sw_batch_size: int = 64,
+    tta: bool = False,
 ) -> Inferer:
-    """The inferer for ``mode`` (see :func:`resolve_mode`); logs which one runs and at what stride."""
+    """The inferer for ``mode`` (see :func:`resolve_mode`), wrapped in :class:`FlipAveragingInferer` with ``tta``;
+    logs which one runs and at what stride."""
     mode = resolve_mode(mode, device)
+    flips = ", flip averaging (4 passes)" if tta else ""
     if mode == "whole_image":
-        logger.info("inference mode: whole_image (one pass per image, padded to a multiple of 16)")
-        return WholeImageInferer()
-    stride = max(1, int(roi_size[0] * (1 - overlap)))
-    logger.info(
-        f"inference mode: sliding_window, roi {list(roi_size)}, overlap {overlap} (stride {stride}), mode constant"
-    )
-    return SlidingWindowInferer(roi_size, sw_batch_size, overlap, mode="constant", progress=False)
+        logger.info(f"inference mode: whole_image (one pass per image, padded to a multiple of 16){flips}")
+        inferer: Inferer = WholeImageInferer()
+    else:
+        stride = max(1, int(roi_size[0] * (1 - overlap)))
+        logger.info(
+            f"inference mode: sliding_window, roi {list(roi_size)}, overlap {overlap} (stride {stride}), "
+            f"mode constant{flips}"
+        )
+        inferer = SlidingWindowInferer(roi_size, sw_batch_size, overlap, mode="constant", progress=False)
+    return FlipAveragingInferer(inferer) if tta else inferer
 
 
 def sliding_window_count(height: int, width: int, roi: int = 128, overlap: float = 0.9765625) -> int:

@@ -13,6 +13,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image
 
+from .errors import InputError
+
 __all__ = [
     "DATASTORE_SUFFIXES",
     "CONVERTED_SUFFIXES",
@@ -111,28 +113,33 @@ def convert_studies(source: str | Path, target: str | Path, overwrite: bool = Fa
 
 
 class RequireImaged(MapTransform):
-    """First step of the bundle's MONAI Label pipeline (``pre_transforms``): a request whose image does not exist
-    (an unknown image id) gets HTTP 404 and one that is not a readable image gets HTTP 415, instead of MONAI Label's
-    generic 500. MONAI Label calls pre-transforms directly, so FastAPI's HTTPException reaches the client."""
+    """First step of the bundle's ``preprocessing``: an image that does not exist (an unknown image id in MONAI
+    Label) is refused with HTTP 404 and one that is not a readable image with HTTP 415, instead of MONAI Label's
+    generic 500. MONAI Label calls the transforms directly, so FastAPI's HTTPException reaches the client; where
+    FastAPI is not installed (batch inference, which checks its files first) the error is an InputError."""
 
     def __init__(self, keys: KeysCollection = "image") -> None:
         super().__init__(keys)
 
-    def __call__(self, data: Mapping) -> dict:
-        from fastapi import HTTPException  # only in MONAI Label's environment
+    @staticmethod
+    def _refuse(status: int, message: str) -> Exception:
+        try:
+            from fastapi import HTTPException  # only in MONAI Label's environment
+        except ImportError:
+            return InputError(message)
+        return HTTPException(status_code=status, detail=message)
 
+    def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             value = d[key]
             if not isinstance(value, (str, Path)):
                 continue
             if not str(value) or not Path(value).is_file():
-                raise HTTPException(status_code=404, detail=f"image not found: '{value}' is not in the datastore")
+                raise self._refuse(404, f"image not found: '{value}' is not in the datastore")
             try:
                 with Image.open(value) as image:
                     image.verify()
             except Exception as err:
-                raise HTTPException(
-                    status_code=415, detail=f"{Path(value).name} is not a readable image ({err})"
-                ) from err
+                raise self._refuse(415, f"{Path(value).name} is not a readable image ({err})") from err
         return d

@@ -1,20 +1,33 @@
+"""Inference: the inferers, the inputs of a run, and the bundle's one pipeline (inference.json) on real DRIVE images."""
+
+import logging
+import os
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import fundus_like, write_image
+from conftest import REPO, fundus_like, write_image
+from monai.bundle import run as bundle_run
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose
 from PIL import Image
 from test_bundle import bundle
 
-from iternet_monai.inference import segment_files
-from iternet_monai.inferers import WholeImageInferer, make_inferer, resolve_mode, sliding_window_count
+from iternet_monai.checkpoints import BUNDLE_DIR, CheckpointError
+from iternet_monai.errors import find_input_error
+from iternet_monai.inference import InferenceInputs, load_pipeline, output_names
+from iternet_monai.inferers import (
+    FlipAveragingInferer,
+    WholeImageInferer,
+    make_inferer,
+    resolve_mode,
+    sliding_window_count,
+)
 from iternet_monai.networks import IterNet
 from iternet_monai.transforms import fundus_loading
 
-SMALL = ["--network_def#features", "4", "--ckpt_path", "none"]
+INFERENCE = "bundles/iternet/inference.json"
 
 
 def test_window_count_of_the_paper_stride():
@@ -51,38 +64,29 @@ def test_whole_image_pads_to_16_and_crops_back_and_channels_last_changes_nothing
     assert torch.allclose(out, plain, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_bundle_inference_on_a_drive_image_writes_every_output(drive, tmp_path):
-    shutil.copy(drive / "test" / "images" / "01_test.tif", tmp_path / "01_test.tif")
-    out = tmp_path / "out"
-    result = bundle(
-        "run",
-        "--config_file",
-        "bundles/iternet/inference.json",
-        "--dataset_dir",
-        str(tmp_path),
-        "--output_dir",
-        str(out),
-        "--nifti",
-        "true",
-        *SMALL,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "inference mode: whole_image" in result.stdout + result.stderr
-    assert "UNTRAINED" in result.stdout + result.stderr
-    for name in ("01_test_prob.png", "01_test_mask.png", "01_test_overlay.png"):
-        assert Image.open(out / name).size == (565, 584), name
-    assert set(np.unique(np.asarray(Image.open(out / "01_test_mask.png")))) <= {0, 255}
-    import nibabel as nib
-
-    assert nib.load(str(out / "01_test_prob.nii.gz")).shape[:2] == (565, 584)
+def test_flip_averaging_is_the_mean_of_the_four_flipped_passes():
+    torch.manual_seed(0)
+    net = IterNet(features=4).eval()
+    image = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        tta = make_inferer("whole_image", "cpu", tta=True)(image, net)
+        passes = [
+            net(image),
+            net(image.flip(3)).flip(3),
+            net(image.flip(2)).flip(2),
+            net(image.flip(2).flip(3)).flip(3).flip(2),
+        ]
+    assert isinstance(make_inferer("whole_image", "cpu", tta=True), FlipAveragingInferer)
+    assert torch.allclose(tta, torch.stack(passes).mean(0), atol=1e-6)
+    assert not torch.allclose(tta, passes[0], atol=1e-4)  # IterNet is not flip-invariant: averaging changes it
 
 
-@pytest.mark.slow
-def test_embedded_default_runs(tmp_path):
-    result = bundle("run", "--config_file", "bundles/iternet/inference.json", "--output_dir", str(tmp_path), *SMALL)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert Image.open(tmp_path / "skimage_retina_overlay.png").size == (1411, 1411)
+def test_output_names_are_unique_per_input():
+    names = output_names(["a/scan.v1.png", "a/scan.v2.png", "a/scan.png", "a/scan.tif", "b/01.png", "c/01.png"])
+    assert len(set(names)) == 6
+    assert names[:2] == ["scan.v1", "scan.v2"]
+    assert names[2:4] == ["scan_png", "scan_tif"]
+    assert output_names(["x/01_test.tif"]) == ["01_test"]
 
 
 def folder_with_bad_files(root):
@@ -92,55 +96,152 @@ def folder_with_bad_files(root):
     write_image(root / "gray.png", image[..., 1])
     Image.fromarray(image[..., 1].astype(np.uint16) * 257).save(root / "gray16.png")
     (root / "corrupt.png").write_bytes(b"\x89PNG but not really")
+    (root / "empty.jpg").write_bytes(b"")
+    good = (root / "good.png").read_bytes()
+    (root / "truncated.png").write_bytes(good[: len(good) // 2])
+    os.symlink(root / "no_such_file.png", root / "dangling.png")
     return root
 
 
-def run(root, out, overwrite=False):
-    items = [{"image": str(p)} for p in sorted(root.glob("*.png"))]
-    return segment_files(
-        items, Compose(fundus_loading(["image"])), IterNet(features=4), WholeImageInferer(), out, overwrite=overwrite
-    )
-
-
-def test_unreadable_files_are_reported_and_skipped_and_the_rest_written(tmp_path, caplog):
+def test_bad_inputs_are_named_one_line_each_and_the_good_ones_kept(tmp_path, caplog):
     root = folder_with_bad_files(tmp_path / "in")
-    with pytest.raises(SystemExit) as stop:
-        run(root, tmp_path / "out")
-    summary = str(stop.value.code)
-    assert summary.startswith("3 of 5 image(s) failed")
-    assert "gray.png: a grayscale image" in summary and "gray16.png: a grayscale image" in summary
-    assert "corrupt.png" in summary
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == sorted(f"{s}_{k}.png" for s in ("good", "rgba") for k in ("prob", "mask", "overlay"))
-    assert Image.open(tmp_path / "out" / "rgba_prob.png").size == (64, 48)
+    with caplog.at_level(logging.ERROR):
+        inputs = InferenceInputs(root, tmp_path / "out")
+    assert sorted(os.path.basename(item["image"]) for item in inputs.items) == ["good.png", "rgba.png"]
+    named = {line.split(":")[0].rsplit("/", 1)[-1] for line in inputs.problems}
+    assert named == {"gray.png", "gray16.png", "corrupt.png", "empty.jpg", "truncated.png", "dangling.png"}
+    assert all("\n" not in line for line in inputs.problems)
+    with pytest.raises(SystemExit, match="6 of 8 image"):
+        inputs.report()
 
 
-def test_existing_outputs_are_kept_unless_overwrite(tmp_path, caplog):
+def test_a_folder_segmented_into_itself_leaves_its_outputs_out_and_existing_outputs_are_kept(tmp_path):
     image, _ = fundus_like(48, 64)
-    write_image(tmp_path / "in" / "good.png", image)
-    run(tmp_path / "in", tmp_path / "out")
-    target = tmp_path / "out" / "good_prob.png"
-    target.write_bytes(b"user's own file")
-    assert run(tmp_path / "in", tmp_path / "out") == []
-    assert target.read_bytes() == b"user's own file"
-    assert "skipped 1 image(s) whose outputs exist" in caplog.text
-    assert len(run(tmp_path / "in", tmp_path / "out", overwrite=True)) == 1
-    assert Image.open(target).size == (64, 48)
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / name, image)
+    write_image(tmp_path / "a_prob.png", image[..., 0])
+    write_image(tmp_path / "a_mask.png", image[..., 0])
+    write_image(tmp_path / "a_overlay.png", image)
+    write_image(tmp_path / "unrelated_mask.png", image)  # a photograph whose name only looks like an output
+    inputs = InferenceInputs(tmp_path, tmp_path)
+    assert sorted(item["name"] for item in inputs.items) == ["b", "unrelated_mask"]  # a's outputs exist: skipped
+    inputs = InferenceInputs(tmp_path, tmp_path, overwrite=True)
+    assert sorted(item["name"] for item in inputs.items) == ["a", "b", "unrelated_mask"]
+
+
+@pytest.fixture
+def small_weights(tmp_path):
+    """float16 weights of a small IterNet, as the shipped model.pt is stored."""
+    torch.manual_seed(0)
+    net = IterNet(features=4).eval()
+    path = tmp_path / "small_fp16.pt"
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, path)
+    net.load_state_dict({k: v.half().float() for k, v in net.state_dict().items()})
+    return path, net
+
+
+def run_inference(**overrides):
+    bundle_run(run_id="run", config_file=INFERENCE, logging_file=False, **overrides)
+
+
+def test_one_pipeline_writes_the_probability_mask_overlay_and_nifti_of_a_drive_image(drive, tmp_path, small_weights):
+    weights, net = small_weights
+    shutil.copy(drive / "test" / "images" / "01_test.tif", tmp_path / "01_test.tif")
+    out = tmp_path / "out"
+    # the weights define the network: the config's network_def says features 32, the file holds features 4
+    run_inference(dataset_dir=str(tmp_path), output_dir=str(out), ckpt_path=str(weights), nifti=True)
+    photo = Compose(fundus_loading(["image"]))({"image": str(tmp_path / "01_test.tif")})["image"]
+    with torch.no_grad():
+        expected = torch.sigmoid(WholeImageInferer()(photo[None].as_tensor(), net))[0, 0].numpy().T  # (H, W)
+    prob = np.asarray(Image.open(out / "01_test_prob.png")) / 255.0
+    assert prob.shape == (584, 565)
+    assert np.abs(prob - expected).max() <= 0.5 / 255 + 1e-4
+    mask = np.asarray(Image.open(out / "01_test_mask.png"))
+    assert set(np.unique(mask)) <= {0, 255}
+    assert np.array_equal(mask > 0, expected >= 0.5)
+    assert np.asarray(Image.open(out / "01_test_overlay.png")).shape == (584, 565, 3)
+    import nibabel as nib
+
+    nifti = np.asarray(nib.load(str(out / "01_test_prob.nii.gz")).dataobj)
+    assert nifti.shape == (565, 584, 1) and np.abs(nifti[..., 0].T - expected).max() < 1e-5
+
+
+def test_an_untrained_network_writes_nothing_unless_asked(tmp_path, caplog):
+    image, _ = fundus_like(48, 64)
+    write_image(tmp_path / "in" / "a.png", image)
+    small = {"network_def#features": 4, "dataset_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "out")}
+    with caplog.at_level(logging.WARNING):
+        run_inference(**small)
+    assert not (tmp_path / "out").exists()
+    assert "ran the UNTRAINED network on 1 image(s) to check the pipeline and wrote nothing" in caplog.text
+    run_inference(**small, allow_untrained=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_mask.png", "a_overlay.png", "a_prob.png"]
+
+
+def test_the_pipeline_objects_are_shared_with_evaluation(small_weights):
+    weights, net = small_weights
+    parser = load_pipeline(ckpt_path=str(weights), mode="sliding_window", sw_overlap=0.5, tta=True)
+    inferer, network = parser.get_parsed_content("inferer"), parser.get_parsed_content("network")
+    assert isinstance(inferer, FlipAveragingInferer) and isinstance(inferer.inferer, SlidingWindowInferer)
+    assert network.head.weight.shape[1] == 4
+    assert torch.equal(network.head.weight.cpu(), net.head.weight)
+
+
+def network_error(**overrides) -> str:
+    """The one-line CheckpointError that building the pipeline's network raises (MONAI wraps it)."""
+    with pytest.raises(RuntimeError) as raised:
+        load_pipeline(**overrides).get_parsed_content("network")
+    found = find_input_error(raised.value)
+    assert isinstance(found, CheckpointError), raised.value
+    return str(found)
+
+
+def test_a_missing_or_foreign_checkpoint_fails_naming_it(tmp_path):
+    assert (
+        network_error(ckpt_path=str(tmp_path / "no_such.pt")) == f"{tmp_path / 'no_such.pt'}: no such checkpoint file"
+    )
+    (tmp_path / "notes.pt").write_text("hello")
+    assert network_error(ckpt_path=str(tmp_path / "notes.pt")).startswith(
+        f"{tmp_path / 'notes.pt'}: not a readable PyTorch checkpoint"
+    )
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
+    assert "other.pt: not IterNet weights" in network_error(ckpt_path=str(tmp_path / "other.pt"))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert network_error(ckpt_path=str(tmp_path / "empty.pt")).endswith(
+        "the file is empty (a write that was interrupted?)"
+    )
 
 
 @pytest.mark.slow
-def test_bundle_exits_non_zero_with_a_summary_of_failures(tmp_path):
+def test_bundle_command_reports_bad_files_and_a_mistyped_checkpoint_in_one_line_each(tmp_path, small_weights):
+    weights, _ = small_weights
     root = folder_with_bad_files(tmp_path / "in")
+    out = tmp_path / "out"
     result = bundle(
-        "run",
-        "--config_file",
-        "bundles/iternet/inference.json",
-        "--dataset_dir",
-        str(root),
-        "--output_dir",
-        str(tmp_path / "out"),
-        *SMALL,
-    )
-    assert result.returncode != 0
-    assert "3 of 5 image(s) failed" in result.stderr
-    assert (tmp_path / "out" / "good_overlay.png").is_file()
+        "run", "--config_file", INFERENCE, "--dataset_dir", str(root), "--output_dir", str(out),
+        "--ckpt_path", str(weights),
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "6 of 8 image(s) could not be segmented" in result.stderr
+    assert (out / "good_overlay.png").is_file() and (out / "rgba_prob.png").is_file()
+    result = bundle(
+        "run", "--config_file", INFERENCE, "--dataset_dir", str(root), "--output_dir", str(tmp_path / "out2"),
+        "--ckpt_path", str(tmp_path / "modle.pt"),
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"iternet: {tmp_path / 'modle.pt'}: no such checkpoint file"
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.slow
+def test_readme_main_command_runs_from_any_folder_and_says_what_it_did(tmp_path):
+    """Run from an unrelated folder: the bundle's own weights are found (or their absence said plainly)."""
+    result = bundle("run", "--config_file", str(REPO / INFERENCE), cwd=tmp_path)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "inference mode: whole_image" in log
+    if (BUNDLE_DIR / "models" / "model.pt").is_file():
+        assert f"loaded weights from {BUNDLE_DIR / 'models' / 'model.pt'}" in log
+        assert Image.open(tmp_path / "predictions" / "skimage_retina_overlay.png").size == (1411, 1411)
+    else:
+        assert "wrote nothing" in log and not (tmp_path / "predictions").exists()

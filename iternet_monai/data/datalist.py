@@ -127,7 +127,8 @@ def bundle_datalist(datalist: str | Path, dataset_dir: str | Path | None, key: s
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Photographs in ``folder``; a dangling link is listed too, so that it is reported rather than dropped."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
 
 
 def _case_id(stem: str) -> str:
@@ -198,6 +199,31 @@ def embedded_sample(folder: str | Path | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(retina()).save(path)
     return path
+
+
+def check_files(items: Sequence[dict], keys: Sequence[str] = PATH_KEYS, min_size: int = 1) -> tuple[list, list]:
+    """Interim checker (the data work replaces it): items whose files exist and decode, and one line per bad one."""
+    good, problems = [], []
+    for item in items:
+        why = None
+        for key in keys:
+            if key in item:
+                path = Path(item[key])
+                why = _file_problem(path)
+                if why is None:
+                    try:
+                        with Image.open(path) as im:
+                            im.load()
+                            if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "F") and key == "image":
+                                why = f"a grayscale image (mode {im.mode}); IterNet needs RGB photographs"
+                    except Exception as err:  # noqa: BLE001
+                        why = f"not a readable image ({err.__class__.__name__})"
+                if why:
+                    problems.append(f"{path}: {why}")
+                    break
+        if why is None:
+            good.append(item)
+    return good, problems
 
 
 def inference_items(dataset_dir: str | Path | None, datalist: str | Path | None = None, key: str = "testing") -> list:
