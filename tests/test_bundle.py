@@ -253,4 +253,5 @@ def test_inference_config_builds_the_training_network():
     }
     metadata = json.loads((CONFIGS / "metadata.json").read_text())
     assert metadata["version"] in metadata["changelog"]
-    assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "vessel"}
+    pred = metadata["network_data_format"]["outputs"]["pred"]
+    assert pred["num_channels"] == len(pred["channel_def"]) == 1 and pred["channel_def"] == {"0": "vessel"}

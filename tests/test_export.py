@@ -1,0 +1,61 @@
+"""Export from the bundle: MONAI's ckpt_export (TorchScript) and onnx_export give the eager network's output on a real
+DRIVE photograph."""
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose
+from test_bundle import bundle
+
+from iternet_monai.checkpoints import iternet_for_weights
+from iternet_monai.networks import IterNet
+from iternet_monai.transforms import fundus_loading
+
+INFERENCE = "bundles/iternet/configs/inference.json"
+ONNX_OPTIONS = (
+    "{'dynamic_axes': {'image': {2: 'width', 3: 'height'}, 'logits': {2: 'width', 3: 'height'}}, "
+    "'input_names': ['image'], 'output_names': ['logits'], 'opset_version': 18}"
+)
+
+
+@pytest.fixture
+def weights_and_photo(drive, tmp_path):
+    """float16 weights of a small IterNet (not the config's shape) and a DRIVE photograph padded to 16."""
+    torch.manual_seed(0)
+    path = tmp_path / "model.pt"
+    torch.save({k: v.half() for k, v in IterNet(features=4).state_dict().items()}, path)
+    image = Compose(fundus_loading(["image"]))({"image": str(drive / "test" / "images" / "01_test.tif")})["image"]
+    photo = torch.nn.functional.pad(image[None].as_tensor(), (0, -584 % 16, 0, -565 % 16))
+    with torch.no_grad():
+        eager = iternet_for_weights(path).eval()(photo)
+    return path, photo, eager
+
+
+@pytest.mark.slow
+def test_ckpt_export_torchscript_matches_eager_on_a_drive_photo(weights_and_photo, tmp_path):
+    weights, photo, eager = weights_and_photo
+    result = bundle(
+        "ckpt_export", "network_def", "--config_file", INFERENCE, "--ckpt_file", str(weights),
+        "--ckpt_path", str(weights), "--filepath", str(tmp_path / "model.ts"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    scripted = torch.jit.load(tmp_path / "model.ts")
+    with torch.no_grad():
+        assert (scripted(photo) - eager).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_onnx_export_matches_eager_on_a_drive_photo_of_any_size(weights_and_photo, tmp_path):
+    import onnxruntime
+
+    weights, photo, eager = weights_and_photo
+    result = bundle(
+        "onnx_export", "network_def", "--config_file", INFERENCE, "--ckpt_file", str(weights),
+        "--ckpt_path", str(weights), "--filepath", str(tmp_path / "model.onnx"), "--input_shape", "[1,3,64,64]",
+        "--converter_kwargs", ONNX_OPTIONS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"image": photo.numpy()})[0]
+    assert logits.shape == (1, 1, 576, 592)
+    assert np.abs(logits - eager.numpy()).max() < 1e-4
