@@ -36,8 +36,8 @@ def main() -> None:
 
     network = iternet_for_weights(args.ckpt).eval()
     image = Compose(fundus_loading(["image"]))({"image": args.image})["image"][None].as_tensor()
-    height, width = image.shape[-2:]
-    padded = torch.nn.functional.pad(image, (0, -width % 16, 0, -height % 16))
+    width, height = image.shape[-2:]  # MONAI's (W, H) arrays
+    padded = torch.nn.functional.pad(image, (0, -height % 16, 0, -width % 16))
     with tempfile.TemporaryDirectory() as folder:
         onnx_file = str(Path(folder) / "iternet.onnx")
         convert_to_onnx(
@@ -69,7 +69,7 @@ def main() -> None:
                 times["pytorch"].append(torch_time)
                 times["onnxruntime"].append(ort_time)
     results = {
-        "image": f"{args.image} ({width}x{height}, padded to {padded.shape[-1]}x{padded.shape[-2]})",
+        "image": f"{args.image} ({width}x{height}, padded to {padded.shape[-2]}x{padded.shape[-1]})",
         "weights": args.ckpt or "random",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
