@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .data import BUILTIN_DATALISTS, DatalistError, builtin_datalist, load_datalist, make_datalist
 from .errors import InputError
+from .files import atomic_write_text
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -53,10 +54,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _make_datalist(args: argparse.Namespace) -> int:
     output = Path(args.output)
+    if output.is_dir():
+        raise DatalistError(f"--output {output} is a folder; give a file name, e.g. {output / 'datalist.json'}")
     if output.exists() and not args.overwrite:
         raise DatalistError(f"{output} exists; pass --overwrite to replace it")
-    content = make_datalist(args.dataset_dir, args.images, args.labels, args.masks, args.test)
-    output.write_text(json.dumps(content, indent=1) + "\n")
+    if not output.parent.is_dir():
+        why = "is not a folder" if output.parent.exists() else "does not exist"
+        raise DatalistError(f"cannot write {output}: {output.parent} {why}")
+    content, notes = make_datalist(
+        args.dataset_dir, args.images, args.labels, args.masks, args.test, args.label_pattern, args.mask_pattern
+    )
+    print("\n".join(notes))
+    try:
+        atomic_write_text(output, json.dumps(content, indent=1) + "\n")
+    except OSError as err:
+        raise DatalistError(f"cannot write {output}: {err.strerror or err}") from None
     counts = ", ".join(f"{len(v)} {k}" for k, v in content.items())
     print(f"wrote {output}: {counts} (paths relative to {args.dataset_dir})")
     return 0
@@ -85,15 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     make = commands.add_parser(
         "make-datalist",
         help="write a datalist for a folder of images (+ labels, + FoV masks)",
-        description="Match every image with its label and mask by file name and write a MONAI datalist whose paths "
-        "are relative to --dataset-dir. Train with: python -m monai.bundle run training --config_file "
-        "bundles/iternet/train.json --dataset_dir DIR --datalist OUTPUT",
+        description="Pair every image with its label and FoV mask by file name and write a MONAI datalist whose "
+        "paths are relative to --dataset-dir. Labels and masks may lie in their own folders or beside the images "
+        "(CHASE_DB1's flat folder): they are recognised by --label-pattern / --mask-pattern or by the public "
+        "datasets' names (DRIVE *_manual1 and *_mask, CHASE_DB1 *_1stHO, STARE *.ah, HRF *_manual, *_label, "
+        "*_gt); other observers' labels (*_manual2, *_2ndHO, *.vk) are left out. Train with: python -m monai.bundle "
+        "run training --config_file bundles/iternet/train.json --dataset_dir DIR --datalist OUTPUT",
     )
     make.add_argument("--dataset-dir", required=True, help="root folder; the datalist's paths are relative to it")
-    make.add_argument("--images", default="images", help="image folder, relative to --dataset-dir (default: images)")
-    make.add_argument("--labels", help="vessel label folder, relative to --dataset-dir")
-    make.add_argument("--masks", help="FoV mask folder (optional; masks are derived from the images without it)")
-    make.add_argument("--test", nargs="*", default=[], help="image stems (file names without suffix) for 'testing'")
+    make.add_argument(
+        "--images", help="image folder, relative to --dataset-dir (default: images/ if it exists, else the root)"
+    )
+    make.add_argument("--labels", help="vessel label folder (default: labels beside the images, found by name)")
+    make.add_argument("--masks", help="FoV mask folder (default: masks beside the images; derived when there are none)")
+    make.add_argument(
+        "--label-pattern",
+        help="label file name, '*' standing for the image's name: '*_1stHO' (any suffix) or '*_manual1.gif'",
+    )
+    make.add_argument("--mask-pattern", help="FoV mask file name, as --label-pattern: '*_mask'")
+    make.add_argument("--test", nargs="*", default=[], help="image names (file names without suffix) for 'testing'")
     make.add_argument("--output", required=True, help="datalist JSON to write")
     make.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     make.set_defaults(func=_make_datalist)

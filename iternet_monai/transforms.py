@@ -1,9 +1,10 @@
 """Fundus-specific transforms. Everything else in the pipelines is a stock MONAI transform; these exist only
-where MONAI has none: PIL converters for fundus files, an input check that names the file, a field-of-view mask
-derived by thresholding, and the original code's saturation jitter."""
+where MONAI has none: PIL converters for fundus files, an input check that names the file, labels read by their
+values, a field-of-view mask derived by thresholding, and the original code's saturation jitter."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -14,7 +15,6 @@ from monai.transforms import (
     LoadImaged,
     MapTransform,
     RandomizableTransform,
-    ScaleIntensityd,
     ScaleIntensityRanged,
 )
 from PIL import Image
@@ -25,6 +25,8 @@ __all__ = [
     "to_gray",
     "source_name",
     "CheckFundusd",
+    "label_values",
+    "LabelValuesd",
     "FieldOfViewd",
     "RandSaturationd",
     "fundus_loading",
@@ -33,6 +35,8 @@ __all__ = [
 # The released code's "grey" weights, applied in RGB order (BGR luma weights on RGB data, a quirk kept on purpose).
 GREY_WEIGHTS = (0.114, 0.587, 0.299)
 
+logger = logging.getLogger(__name__)
+
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """PILReader converter for photographs: palette, RGBA and CMYK become RGB; grey stays grey so it can be refused."""
@@ -40,7 +44,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def to_gray(image: Image.Image) -> Image.Image:
-    """PILReader converter for labels and masks: palette GIFs and 1-bit PNGs become 8-bit grey levels."""
+    """PILReader converter for labels and masks: palette GIFs, 1-bit PNGs and colour files become 8-bit grey
+    levels (DRIVE's 2nd-observer GIFs, palette indices 0/1, become the grey levels of their colours, 3/253), which
+    :class:`LabelValuesd` then reads by value."""
     return image.convert("L")
 
 
@@ -135,10 +141,60 @@ class RandSaturationd(RandomizableTransform, MapTransform):
         return d
 
 
+def label_values(levels: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+    """Read 8-bit grey levels of a label or FoV mask by their values, not by their min and max (one stray 255 in a
+    0/1 label would make every vessel 1/255). Returns the values in [0, 1] and, where the file fits no rule,
+    what was done (for a warning that names the file). The rules:
+
+    - two values (0/1, 0/255, 1-bit, a two-colour palette): binary, the brighter one is vessel (inside the FoV);
+    - more than two values, the largest 128 or more, and fewer pixels of value 1 than above 1: a soft label, value
+      / 255 (an anti-aliased, resized, JPEG-compressed or observer-averaged label);
+    - anything else (a 0/1 label with stray other values, only values below 128): binary, every value above the
+      smallest is vessel, with a note;
+    - a single value: all 0 (empty) or all 1, with a note.
+    """
+    values, counts = torch.unique(levels, return_counts=True)
+    if len(values) == 1:
+        level = float(values[0])
+        note = "empty: every pixel is 0" if level == 0 else f"every pixel is {level:g}: read as all 1"
+        return torch.full_like(levels, float(level > 0)), note
+    if len(values) == 2:
+        return (levels == values[1]).to(levels.dtype), None
+    ones, above_one = counts[values == 1].sum(), counts[values > 1].sum()
+    if values[-1] >= 128 and ones <= above_one:
+        return levels / 255.0, None
+    shown = ", ".join(f"{v:g}" for v in values[:6].tolist()) + (", ..." if len(values) > 6 else "")
+    why = (
+        f"a 0/1 file with {int(above_one)} pixels of other values"
+        if ones > above_one
+        else "more than two values, all below 128"
+    )
+    smallest = float(values[0])
+    return (levels > smallest).to(levels.dtype), f"{why} (values {shown}): read every value above {smallest:g} as 1"
+
+
+class LabelValuesd(MapTransform):
+    """Scale labels and FoV masks to [0, 1] by :func:`label_values`, and log a warning naming the file when one is
+    empty or fits no rule. Ours because MONAI's intensity transforms scale by a fixed range or the image's own
+    min and max; none reads a label by its file's value convention."""
+
+    def __init__(self, keys: KeysCollection = ("label", "mask")) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            values, note = label_values(torch.as_tensor(d[key]))
+            if note:
+                logger.warning(f"{source_name(d, key)}: {key} {note}")
+            d[key] = values if torch.is_tensor(d[key]) else values.numpy()
+        return d
+
+
 def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
     """The one loading pipeline of every config and command: PIL reads (palette GIFs, 1-bit PNGs, RGBA handled),
     channel-first, the input check that names the file, the image scaled from 8 bits to [0, 1] as the released code
-    does, labels and masks min-max scaled to [0, 1] (0/1 and 0/255 files alike). Missing label/mask keys are fine."""
+    does, labels and masks read by their values (:func:`label_values`). Missing label/mask keys are fine."""
     others = [k for k in keys if k != "image"]
     steps: list = [LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True)]
     if others:
@@ -151,7 +207,7 @@ def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
         ScaleIntensityRanged("image", a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True),
     ]
     if others:
-        steps.append(ScaleIntensityd(others, minv=0.0, maxv=1.0, allow_missing_keys=True))
+        steps.append(LabelValuesd(others))
     return steps
 
 

@@ -51,3 +51,45 @@ def fundus_like(height: int = 48, width: int = 64, seed: int = 0) -> tuple[np.nd
     image[label] = (90, 40, 20)
     image = np.clip(image + rng.integers(0, 10, image.shape), 0, 255).astype(np.uint8)
     return image, (label * 255).astype(np.uint8)
+
+
+def bad_input_corpus(root: Path, size: tuple[int, int] = (130, 140)) -> tuple[list[dict], dict[str, str]]:
+    """Files under ``root`` for one good item and one of every kind of bad input, as datalist entries relative to
+    ``root`` (the good one first), and for each bad file name the words its problem line must hold."""
+    image, label = fundus_like(*size)
+    write_image(root / "good.png", image)
+    write_image(root / "label.png", label)
+    write_image(root / "full.jpg", image)
+    data = (root / "full.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    write_image(root / "tiny.png", image[:1, :1])
+    write_image(root / "tiny_label.png", label[:1, :1])
+    write_image(root / "small.png", image[:15, :15])
+    write_image(root / "small_label.png", label[:15, :15])
+    (root / "empty.png").write_bytes(b"")
+    (root / "text.png").write_text("not an image\n")
+    (root / "link.png").symlink_to(root / "gone.png")
+    write_image(root / "gray.png", image[..., 1])
+    write_image(root / "wrong_size_label.png", label[:-2])
+    entries = [{"image": "good.png", "label": "label.png"}]
+    entries += [{"image": name, "label": "label.png"} for name in ("truncated.jpg", "empty.png", "text.png")]
+    entries += [{"image": name, "label": "label.png"} for name in ("link.png", "gray.png", "missing.png")]
+    entries += [
+        {"image": "tiny.png", "label": "tiny_label.png"},
+        {"image": "small.png", "label": "small_label.png"},
+        {"image": "full.jpg"},
+        {"image": "good.png", "label": "wrong_size_label.png"},
+    ]
+    expected = {
+        "truncated.jpg": "truncated or corrupt image",
+        "empty.png": "empty file (0 bytes)",
+        "text.png": "not an image file",
+        "link.png": "broken symbolic link",
+        "gray.png": "grayscale image",
+        "missing.png": "missing",
+        "tiny.png": "1x1 pixels, smaller than the 128x128",
+        "small.png": "15x15 pixels, smaller than the 128x128",
+        "full.jpg": "no label",
+        "wrong_size_label.png": f"label is {size[1]}x{size[0] - 2} but its image",
+    }
+    return entries, expected

@@ -1,14 +1,23 @@
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, fundus_like, write_image
+from conftest import REPO, bad_input_corpus, fundus_like, write_image
 from monai.transforms import Compose
+from PIL import Image
 
 from iternet_monai.cli import main as cli
-from iternet_monai.data import DatalistError, builtin_datalist, load_datalist, make_datalist
+from iternet_monai.data import (
+    DatalistError,
+    builtin_datalist,
+    bundle_datalist,
+    check_files,
+    load_datalist,
+    make_datalist,
+)
 from iternet_monai.transforms import FieldOfViewd, RandSaturationd, fundus_loading
 
 STARE_LABELLED = [
@@ -86,7 +95,7 @@ def make_folder(root: Path, n: int = 3) -> Path:
 
 def test_make_datalist_matches_labels_and_masks_and_splits(tmp_path):
     make_folder(tmp_path)
-    content = make_datalist(tmp_path, "images", "labels", "masks", test=["03_photo"])
+    content, _ = make_datalist(tmp_path, "images", "labels", "masks", test=["03_photo"])
     assert [e["label"] for e in content["training"]] == ["labels/01_manual.gif", "labels/02_manual.gif"]
     assert content["testing"] == [
         {"image": "images/03_photo.png", "label": "labels/03_manual.gif", "mask": "masks/03_photo_mask.png"}
@@ -99,13 +108,117 @@ def test_make_datalist_command_writes_and_refuses_to_overwrite(tmp_path, capsys)
     out = tmp_path / "mine.json"
     args = ["make-datalist", "--dataset-dir", str(tmp_path), "--labels", "labels", "--output", str(out)]
     assert cli(args) == 0
+    assert "images/01_photo.png  label labels/01_manual.gif" in capsys.readouterr().out
     assert len(load_datalist(out, tmp_path, "training")) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "labels", "masks", "mine.json"]
     before = out.read_text()
     assert cli(args) == 2
     assert "exists" in capsys.readouterr().err and out.read_text() == before
     (tmp_path / "labels" / "02_manual.gif").unlink()
     assert cli(args + ["--overwrite"]) == 2
-    assert "02_photo.png: no label file matches" in capsys.readouterr().err
+    assert "02_photo.png: no label file matches" in capsys.readouterr().err and out.read_text() == before
+
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("missing/list.json", "missing does not exist"),
+        ("images/01_photo.png/list.json", "01_photo.png is not a folder"),
+        ("images", "is a folder; give a file name"),
+    ],
+)
+def test_make_datalist_unwritable_output_is_one_line(tmp_path, capsys, output, message):
+    make_folder(tmp_path)
+    args = ["make-datalist", "--dataset-dir", str(tmp_path), "--output", str(tmp_path / output)]
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and err.startswith("iternet-monai: ")
+
+
+def test_make_datalist_on_the_flat_chase_folder_gives_the_builtin_split(chase):
+    builtin = json.loads(Path(builtin_datalist("chase_db1")).read_text())
+    test = [Path(item["image"]).stem for item in builtin["testing"]]
+    content, notes = make_datalist(chase, test=test)
+    assert {k: content[k] for k in ("training", "validation", "testing")} == {
+        k: builtin[k] for k in ("training", "validation", "testing")
+    }
+    assert any("*_1stHO" in line for line in notes)
+    assert any("left out 28 files" in line and "_2ndHO" in line for line in notes)
+
+
+def test_make_datalist_on_drive_folders_gives_the_builtin_lists(drive):
+    builtin = json.loads(Path(builtin_datalist("drive")).read_text())
+    for split, labels in (("training", "1st_manual"), ("test", "1st_manual")):
+        content, _ = make_datalist(drive, f"{split}/images", f"{split}/{labels}", f"{split}/mask")
+        key = "testing" if split == "test" else "training"
+        assert content["training"] == builtin[key]
+
+
+def write_flat_chase_like(root: Path, names: list[str]) -> None:
+    """CHASE_DB1's flat layout: Image_01L.jpg beside 1-bit Image_01L_1stHO.png and Image_01L_2ndHO.png."""
+    for i, name in enumerate(names):
+        image, label = fundus_like(seed=i)
+        write_image(root / f"{name}.jpg", image)
+        Image.fromarray(label > 0).save(root / f"{name}_1stHO.png")
+        Image.fromarray(np.roll(label, 1, axis=0) > 0).save(root / f"{name}_2ndHO.png")
+
+
+def test_make_datalist_command_on_a_flat_folder_pairs_the_first_observer(tmp_path, capsys):
+    write_flat_chase_like(tmp_path, ["Image_01L", "Image_01R", "Image_02L"])
+    out = tmp_path / "out" / "chase.json"
+    out.parent.mkdir()
+    cli(["make-datalist", "--dataset-dir", str(tmp_path), "--test", "Image_02L", "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert "Image_01R.jpg  label Image_01R_1stHO.png" in printed and "Image_01L_2ndHO.png" in printed
+    content = json.loads(out.read_text())
+    assert content["testing"] == [{"image": "Image_02L.jpg", "label": "Image_02L_1stHO.png"}]
+    assert [e["label"] for e in content["training"]] == ["Image_01L_1stHO.png", "Image_01R_1stHO.png"]
+    assert len(load_datalist(out, tmp_path, "training", min_size=48)) == 2
+
+
+def write_pairs(root: Path, images: list[str], labels: list[str]) -> None:
+    image, label = fundus_like()
+    for name in images:
+        write_image(root / name, image)
+    for name in labels:
+        write_image(root / name, label)
+
+
+def test_make_datalist_matches_whole_name_parts_not_prefixes(tmp_path):
+    write_pairs(tmp_path / "a", ["a_5.png", "a_50.png"], ["a_50_label.png", "a_5_label.png"])
+    content, _ = make_datalist(tmp_path / "a", ".")
+    assert [(e["image"], e["label"]) for e in content["training"]] == [
+        ("a_5.png", "a_5_label.png"),
+        ("a_50.png", "a_50_label.png"),
+    ]
+    write_pairs(tmp_path / "img", ["img1.png", "img10.png"], ["img10_label.png", "img1_label.png"])
+    content, _ = make_datalist(tmp_path / "img")
+    assert [(e["image"], e["label"]) for e in content["training"]] == [
+        ("img1.png", "img1_label.png"),
+        ("img10.png", "img10_label.png"),
+    ]
+    write_pairs(tmp_path / "lone", ["a_5.png"], ["a_50_label.png"])
+    with pytest.raises(DatalistError, match=r"a_5\.png: no label file matches it\n.*a_50_label\.png: label file of no"):
+        make_datalist(tmp_path / "lone")
+
+
+def test_make_datalist_with_a_label_pattern_and_separate_folders(tmp_path):
+    write_pairs(tmp_path, ["photos/x1.png", "photos/x2.png"], ["x1_annot.png", "x2_annot.png", "notes.png"])
+    content, notes = make_datalist(tmp_path, "photos", ".", label_pattern="*_annot.png")
+    assert [e["label"] for e in content["training"]] == ["x1_annot.png", "x2_annot.png"]
+    with pytest.raises(DatalistError, match="matches the name pattern '\\*_vessel'"):
+        make_datalist(tmp_path, "photos", ".", label_pattern="*_vessel")
+
+
+def test_make_datalist_checks_the_files_it_lists(tmp_path):
+    write_flat_chase_like(tmp_path, ["Image_01L", "Image_01R"])
+    data = (tmp_path / "Image_01R.jpg").read_bytes()
+    (tmp_path / "Image_01R.jpg").write_bytes(data[: len(data) // 2])
+    write_image(tmp_path / "Image_01L_1stHO.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(DatalistError) as err:
+        make_datalist(tmp_path)
+    assert "Image_01R.jpg: truncated or corrupt image" in str(err.value)
+    assert "Image_01L_1stHO.png: label is 10x10 but its image" in str(err.value)
 
 
 @pytest.fixture
@@ -130,32 +243,92 @@ def test_missing_dataset_folder_and_datalist_are_named(one_item, tmp_path):
         load_datalist(datalist, root, "testing")
 
 
-def test_missing_file_is_named(one_item):
+def write_datalist(path: Path, content: object) -> Path:
+    path.write_text(json.dumps(content))
+    return path
+
+
+def test_every_bad_file_is_named_in_one_pass(tmp_path):
+    entries, expected = bad_input_corpus(tmp_path)
+    datalist = write_datalist(tmp_path / "list.json", {"training": entries})
+    with pytest.raises(DatalistError) as err:
+        load_datalist(datalist, tmp_path, "training", min_size=128)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith(f"{len(expected)} problem(s) with 'training'")
+    for name, why in expected.items():
+        assert [line for line in lines if line.startswith(f"  {tmp_path / name}: ") and why in line], name
+    assert not [line for line in lines if "good.png:" in line or "/label.png:" in line]
+
+
+def test_check_files_returns_the_good_items_and_one_line_per_bad_file(tmp_path):
+    entries, expected = bad_input_corpus(tmp_path)
+    items = [{k: str(tmp_path / v) for k, v in entry.items()} for entry in entries]
+    good, problems = check_files(items, ("image", "label"), min_size=(128, 128), required=("image", "label"))
+    assert good == items[:1]
+    assert sorted(Path(line.split(": ")[0]).name for line in problems) == sorted(expected)
+    good, problems = check_files(items, ("image",), min_size=1)
+    assert {Path(item["image"]).name for item in good} == {"good.png", "tiny.png", "small.png", "full.jpg"}
+
+
+def test_label_is_optional_in_testing_and_minimum_size_only_where_asked(tmp_path):
+    image, _ = fundus_like()
+    write_image(tmp_path / "img.png", image)
+    datalist = write_datalist(tmp_path / "list.json", {"testing": ["img.png"], "training": ["img.png"]})
+    assert load_datalist(datalist, tmp_path, "testing") == [{"image": str(tmp_path / "img.png")}]
+    with pytest.raises(DatalistError, match=r"img\.png: no label given for it"):
+        load_datalist(datalist, tmp_path, "training")
+    with pytest.raises(DatalistError, match=r"img\.png: 64x48 pixels, smaller than the 64x64 needed"):
+        load_datalist(datalist, tmp_path, "testing", min_size=(64, 64))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{'training': []", "is not valid JSON"),
+        ('["a.png"]', "holds a JSON list, not an object"),
+        ('{"training": {"image": "a.png"}}', "no non-empty list 'training'"),
+    ],
+)
+def test_malformed_datalist_is_one_line(tmp_path, text, message):
+    (tmp_path / "list.json").write_text(text)
+    with pytest.raises(DatalistError, match=message) as err:
+        load_datalist(tmp_path / "list.json", tmp_path)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_malformed_entries_and_bad_files_are_named_together(tmp_path):
+    image, label = fundus_like()
+    write_image(tmp_path / "img.png", image)
+    entries = [{"image": "img.png", "label": "missing.png"}, 7, {"label": "img.png"}, {"image": "img.png", "label": 3}]
+    datalist = write_datalist(tmp_path / "list.json", {"training": entries})
+    with pytest.raises(DatalistError) as err:
+        load_datalist(datalist, tmp_path)
+    message = str(err.value)
+    assert message.startswith("4 problem(s)")
+    for line in (
+        "item 2 of 'training' is a JSON int, not a file name or an object with 'image'",
+        "item 3 of 'training' has no 'image'",
+        "item 4 of 'training' has a 'label' that is not a file name",
+        "missing.png: missing",
+    ):
+        assert line in message
+
+
+def test_a_datalist_without_validation_trains_without_it(one_item, caplog):
     root, datalist = one_item
-    (root / "lab.png").unlink()
-    with pytest.raises(DatalistError, match=r"lab\.png: missing"):
-        load_datalist(datalist, root)
+    with pytest.raises(DatalistError, match="no non-empty list 'validation'"):
+        load_datalist(datalist, root, "validation")
+    with caplog.at_level(logging.INFO):
+        assert bundle_datalist(datalist, root, "validation") == []
+    assert "has no 'validation' list: training without validation" in caplog.text
+    with pytest.raises(SystemExit, match="no non-empty list 'testing'"):
+        bundle_datalist(datalist, root, "testing")
 
 
-def test_corrupt_image_is_named(one_item):
-    root, datalist = one_item
-    (root / "img.png").write_bytes(b"not an image at all")
-    with pytest.raises(DatalistError, match=r"img\.png: not a readable image"):
-        load_datalist(datalist, root)
-
-
-def test_label_of_another_size_is_named(one_item):
-    root, datalist = one_item
-    write_image(root / "lab.png", np.zeros((40, 64), np.uint8))
-    with pytest.raises(DatalistError, match=r"lab\.png: label is 64x40 but its image .*img\.png is 64x48"):
-        load_datalist(datalist, root)
-
-
-def test_grayscale_image_is_named(one_item):
-    root, datalist = one_item
-    write_image(root / "img.png", np.zeros((48, 64), np.uint8))
-    with pytest.raises(DatalistError, match=r"img\.png: grayscale image"):
-        load_datalist(datalist, root)
+def test_builtin_datalists_load_and_check(drive, chase):
+    for name, root in (("drive", drive), ("chase_db1", chase), ("chase_db1_oliveira_fov", chase)):
+        for key in ("training", "validation", "testing"):
+            assert load_datalist(builtin_datalist(name), root, key, min_size=128)
 
 
 def load(item):
@@ -175,20 +348,73 @@ def test_transform_check_names_the_file(tmp_path):
     assert "small.png: label size" in str(err.value.__cause__)
 
 
-def test_drive_gif_labels_palette_second_observer_and_rgba(drive, tmp_path):
-    first = load(
-        {"image": str(drive / "test/images/01_test.tif"), "label": str(drive / "test/1st_manual/01_manual1.gif")}
-    )
-    second = load(
-        {"image": str(drive / "test/images/01_test.tif"), "label": str(drive / "test/2nd_manual/01_manual2.gif")}
-    )
-    assert first["image"].shape == (3, 565, 584) and first["label"].shape == (1, 565, 584)
-    for label in (first["label"], second["label"]):
-        values = torch.unique(label)
-        assert len(values) == 2 and values[0] < values[1]
+def as_monai(path: Path) -> np.ndarray:
+    """A file's pixel values in MONAI's (width, height) order, read with Pillow alone."""
+    return np.asarray(Image.open(path)).T
+
+
+def test_drive_and_chase_labels_and_masks_are_read_as_binary(drive, chase, caplog):
+    files = {
+        "test/1st_manual/01_manual1.gif": "L {0, 255}",
+        "test/2nd_manual/01_manual2.gif": "P {0, 1} (palette colours 3/253)",
+        "test/mask/01_test_mask.gif": "L {0, 255}",
+    }
+    for name in files:
+        item = load({"image": str(drive / "test/images/01_test.tif"), "label": str(drive / name)})
+        assert item["image"].shape == (3, 565, 584)
+        assert np.array_equal(item["label"][0].numpy(), (as_monai(drive / name) > 0).astype(np.float32)), name
+    item = load({"image": str(chase / "Image_01L.jpg"), "label": str(chase / "Image_01L_1stHO.png")})
+    assert np.array_equal(item["label"][0].numpy(), as_monai(chase / "Image_01L_1stHO.png").astype(np.float32))
+    assert not caplog.records
+
+
+def test_rgba_photograph_becomes_rgb(tmp_path):
     rgba = np.concatenate([fundus_like()[0], np.full((48, 64, 1), 255, np.uint8)], axis=-1)
     write_image(tmp_path / "rgba.png", rgba)
     assert load({"image": str(tmp_path / "rgba.png")})["image"].shape == (3, 64, 48)
+
+
+def label_case(case: str) -> tuple[Image.Image, np.ndarray, str | None]:
+    """A label file of one kind, the values it must be read as (Pillow's (height, width) order) and the words of
+    the warning it must give (None: no warning)."""
+    vessels = fundus_like()[1] > 0
+    ones = vessels.astype(np.uint8)
+    if case == "zero_one":
+        return Image.fromarray(ones), vessels, None
+    if case == "stray_255":
+        stray = ones.copy()
+        stray[0, 0] = 255
+        return Image.fromarray(stray), vessels | (stray == 255), "a 0/1 file with 1 pixels of other values"
+    if case == "empty":
+        return Image.fromarray(np.zeros_like(ones)), np.zeros_like(vessels), "label empty"
+    if case == "soft":
+        soft = ones * 255
+        soft[vessels & (np.arange(64)[None] % 2 == 0)] = 128
+        return Image.fromarray(soft), soft / 255.0, None
+    if case == "palette":
+        palette = Image.frombytes("P", (64, 48), ones.tobytes())
+        palette.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+        return palette, vessels, None
+    if case == "class_indices":
+        classes = ones * 2
+        classes[vessels & (np.arange(48)[:, None] < 10)] = 1
+        return Image.fromarray(classes), vessels, "more than two values, all below 128"
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize("case", ["zero_one", "stray_255", "empty", "soft", "palette", "class_indices"])
+def test_labels_are_read_by_their_values(tmp_path, caplog, case):
+    picture, expected, warning = label_case(case)
+    picture.save(tmp_path / "label.png")
+    write_image(tmp_path / "image.png", fundus_like()[0])
+    with caplog.at_level(logging.WARNING):
+        label = load({"image": str(tmp_path / "image.png"), "label": str(tmp_path / "label.png")})["label"]
+    assert np.allclose(label[0].numpy(), expected.T.astype(np.float32))
+    warnings = [r.getMessage() for r in caplog.records]
+    if warning is None:
+        assert not warnings
+    else:
+        assert len(warnings) == 1 and warnings[0].startswith(f"{tmp_path / 'label.png'}: ") and warning in warnings[0]
 
 
 def test_field_of_view_is_kept_or_derived(drive):

@@ -207,9 +207,7 @@ def test_a_missing_or_foreign_checkpoint_fails_naming_it(tmp_path):
     torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
     assert "other.pt: not IterNet weights" in network_error(ckpt_path=str(tmp_path / "other.pt"))
     (tmp_path / "empty.pt").write_bytes(b"")
-    assert network_error(ckpt_path=str(tmp_path / "empty.pt")).endswith(
-        "the file is empty (a write that was interrupted?)"
-    )
+    assert network_error(ckpt_path=str(tmp_path / "empty.pt")).endswith("the file is empty (an interrupted write?)")
 
 
 @pytest.mark.slow
