@@ -49,6 +49,7 @@ def main() -> None:
             filename=onnx_file,
             verify=False,
             opset_version=18,
+            external_data=False,
         )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()

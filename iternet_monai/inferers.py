@@ -150,6 +150,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
                     filename=str(temporary),
                     verify=False,
                     opset_version=18,
+                    external_data=False,
                 )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()

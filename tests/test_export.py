@@ -14,7 +14,7 @@ from iternet_monai.transforms import fundus_loading
 INFERENCE = "bundles/iternet/configs/inference.json"
 ONNX_OPTIONS = (
     "{'dynamic_axes': {'image': {2: 'width', 3: 'height'}, 'logits': {2: 'width', 3: 'height'}}, "
-    "'input_names': ['image'], 'output_names': ['logits'], 'opset_version': 18}"
+    "'input_names': ['image'], 'output_names': ['logits'], 'opset_version': 18, 'external_data': False}"
 )
 
 
@@ -59,3 +59,20 @@ def test_onnx_export_matches_eager_on_a_drive_photo_of_any_size(weights_and_phot
     logits = session.run(None, {"image": photo.numpy()})[0]
     assert logits.shape == (1, 1, 576, 592)
     assert np.abs(logits - eager.numpy()).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_gives_the_pytorch_output_and_exports_once(weights_and_photo, tmp_path):
+    from iternet_monai.inferers import OnnxRuntimeNetwork, prepare_network
+
+    weights, photo, eager = weights_and_photo
+    network = iternet_for_weights(weights)
+    runtime = OnnxRuntimeNetwork(network, cache_dir=tmp_path / "cache")
+    (exported,) = (tmp_path / "cache").iterdir()
+    stamp = exported.stat().st_mtime_ns
+    assert (runtime(photo) - eager).abs().max() < 1e-4
+    OnnxRuntimeNetwork(network, cache_dir=tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [exported.name]
+    assert exported.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        prepare_network(network, "cuda", backend="onnxruntime")
