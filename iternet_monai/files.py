@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "KNOWN_SUFFIXES",
     "file_suffix",
     "file_stem",
+    "unique_names",
     "atomic_path",
     "atomic_write_text",
 ]
@@ -42,6 +44,21 @@ def file_stem(path: str | Path) -> str:
     name = Path(path).name
     suffix = file_suffix(name)
     return name[: -len(suffix)] if suffix else Path(name).stem
+
+
+def unique_names(paths: Sequence[str | Path]) -> list[str]:
+    """One name per file to name its outputs by, unique among ``paths``: the file stem; files whose stems collide
+    (``scan.png`` and ``scan.tif``, or one name in two folders) keep their suffix, then also get their folder's name
+    in front (``scan_png``, ``a_01_png``)."""
+    paths = [Path(p) for p in paths]
+    names = [file_stem(p) for p in paths]
+    for widen in (
+        lambda p: f"{file_stem(p)}_{(file_suffix(p) or p.suffix).lstrip('.').replace('.', '_')}",
+        lambda p: f"{p.parent.name}_{p.name.replace('.', '_')}",
+    ):
+        counts = Counter(names)
+        names = [widen(p) if counts[n] > 1 else n for p, n in zip(paths, names)]
+    return names
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ pipeline that evaluation and the benchmarks share with the bundle.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,11 @@ from PIL import Image
 
 from .checkpoints import BUNDLE_DIR
 from .data import check_files, inference_items
-from .files import atomic_path, file_stem, file_suffix
+from .files import atomic_path, file_stem, unique_names
 
 __all__ = [
     "OUTPUT_SUFFIXES",
     "output_paths",
-    "output_names",
     "InferenceInputs",
     "VesselMapWriter",
     "overlay",
@@ -43,24 +41,10 @@ def output_paths(output_dir: str | Path, name: str, nifti: bool = False) -> dict
     return {kind: Path(output_dir) / f"{name}{OUTPUT_SUFFIXES[kind]}" for kind in kinds}
 
 
-def output_names(sources: Sequence[str | Path]) -> list[str]:
-    """One output name per input, unique: the file stem (:func:`~iternet_monai.files.file_stem`); inputs whose
-    stems collide (``scan.png`` and ``scan.tif``, or one name in two folders) keep their suffix, then also get
-    their folder's name in front."""
-    paths = [Path(s) for s in sources]
-    names = [file_stem(p) for p in paths]
-    for widen in (
-        lambda p: f"{file_stem(p)}_{file_suffix(p).lstrip('.').replace('.', '_')}",
-        lambda p: f"{p.parent.name}_{p.name.replace('.', '_')}",
-    ):
-        counts = Counter(names)
-        names = [widen(p) if counts[n] > 1 else n for p, n in zip(paths, names)]
-    return names
-
-
 class InferenceInputs:
     """What a run segments: the datalist's ``data_key`` list, every photograph in ``dataset_dir``, or, with neither,
-    the embedded sample. Every file is checked first (one line per unreadable or unusable file; the others are
+    the embedded sample. Every file is checked first (one line per unreadable or unusable file, or one above
+    ``max_pixels``; the others are
     still segmented); each item gets a unique output ``name``; photographs that are this command's own outputs
     (a folder segmented into itself) are left out; items whose outputs exist are skipped unless ``overwrite``.
     :meth:`report` ends the run with a non-zero exit when an input was bad."""
@@ -73,14 +57,15 @@ class InferenceInputs:
         data_key: str = "testing",
         nifti: bool = False,
         overwrite: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
         candidates = inference_items(dataset_dir, datalist, data_key)
         self.total = len(candidates)
         candidates = self._without_own_outputs(candidates)
-        good, self.problems = check_files(candidates, keys=("image",))
+        good, self.problems = check_files(candidates, keys=("image",), max_pixels=max_pixels)
         for problem in self.problems:
             logger.error(problem)
-        names = output_names([item["image"] for item in good])
+        names = unique_names([item["image"] for item in good])
         self.items: list[dict] = []
         existing = []
         for item, name in zip(good, names):

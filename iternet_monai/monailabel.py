@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,24 +16,30 @@ from monai.transforms import MapTransform
 from PIL import Image
 
 from .errors import InputError
+from .files import PHOTO_SUFFIXES, atomic_path, atomic_write_text, file_suffix, unique_names
 
 __all__ = [
     "DATASTORE_SUFFIXES",
-    "CONVERTED_SUFFIXES",
+    "COPIED_SUFFIXES",
     "setup_app",
     "convert_studies",
     "server_command",
-    "RequireImaged",
+    "RequirePhotod",
 ]
 
-# What MONAI Label's LocalDatastore lists by default, and what this project converts to PNG for it.
-DATASTORE_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii.gz", ".nii", ".nrrd")
-CONVERTED_SUFFIXES = (".gif", ".ppm", ".tif", ".tiff", ".bmp")
+# What MONAI Label 0.8.5's LocalDatastore lists (MONAI_LABEL_DATASTORE_FILE_EXT; .tif is read as pathology there),
+# and what convert-studies copies unchanged: every other photograph becomes RGB PNG, and .jpeg is copied as .jpg.
+DATASTORE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".jpg", ".png", ".tif", ".svs", ".xml")
+COPIED_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
+# MONAI Label names the labels of a model after channel_def, skipping "background"; for a one-channel output it
+# would call the vessel value 0, so the app's copy of the bundle describes its label map (0 background, 1 vessel).
+MONAI_LABEL_CHANNEL_DEF = {"0": "background", "1": "vessel"}
 
 
 def setup_app(app_dir: str | Path, bundle: str | Path, name: str = "iternet", python: str = sys.executable) -> Path:
     """Download MONAI Label's ``monaibundle`` app into ``app_dir`` (offline: it is copied from the installed
-    package) and put a copy of ``bundle`` in it as ``model/<name>``. Returns the app folder."""
+    package) and put a copy of ``bundle`` in it as ``model/<name>``, with ``models/`` for its weights and the label
+    map's ``channel_def`` (:data:`MONAI_LABEL_CHANNEL_DEF`). Returns the app folder."""
     app_dir, bundle = Path(app_dir), Path(bundle)
     if not (bundle / "configs" / "inference.json").is_file():
         raise FileNotFoundError(f"{bundle} is not a bundle folder (no configs/inference.json)")
@@ -45,6 +53,11 @@ def setup_app(app_dir: str | Path, bundle: str | Path, name: str = "iternet", py
     if target.exists():
         raise FileExistsError(f"{target} exists; remove it to install the bundle again (its models/ would be lost)")
     shutil.copytree(bundle, target, symlinks=False, ignore=shutil.ignore_patterns("eval", "predictions", "*.ts"))
+    (target / "models").mkdir(exist_ok=True)
+    metadata_file = target / "configs" / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata["network_data_format"]["outputs"]["pred"]["channel_def"] = MONAI_LABEL_CHANNEL_DEF
+    atomic_write_text(metadata_file, json.dumps(metadata, indent=4) + "\n")
     return app
 
 
@@ -87,39 +100,51 @@ def server_command(
 
 
 def convert_studies(source: str | Path, target: str | Path, overwrite: bool = False) -> list[Path]:
-    """Copy the photographs of ``source`` into ``target`` as files MONAI Label's datastore lists: GIF, PPM, TIFF
-    and BMP become RGB PNG, PNG and JPEG are copied. Existing files are kept unless ``overwrite``."""
+    """Copy the photographs of ``source`` into ``target`` as files MONAI Label's datastore lists: PNG and JPEG are
+    copied (``.jpeg`` as ``.jpg``), GIF, PPM, TIFF and BMP become RGB PNG, each under a unique name
+    (:func:`~iternet_monai.files.unique_names`) and written atomically. Nothing is written when a target file
+    exists, unless ``overwrite``."""
     source, target = Path(source), Path(target)
     if not source.is_dir():
         raise FileNotFoundError(f"study folder {source} does not exist")
+    photos = [
+        p
+        for p in sorted(source.iterdir())
+        if p.is_file() and not p.name.startswith(".") and file_suffix(p) in PHOTO_SUFFIXES
+    ]
+    if not photos:
+        raise FileNotFoundError(f"no photographs ({', '.join(PHOTO_SUFFIXES)}) in {source}")
+    outputs = [
+        target / f"{n}{COPIED_SUFFIXES.get(file_suffix(p), '.png')}" for p, n in zip(photos, unique_names(photos))
+    ]
+    existing = [str(out) for out in outputs if out.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{len(existing)} file(s) exist, e.g. {existing[0]}; pass --overwrite to replace them")
     target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in sorted(source.iterdir()):
-        suffix = path.suffix.lower()
-        if not path.is_file() or suffix not in CONVERTED_SUFFIXES + DATASTORE_SUFFIXES:
-            continue
-        out = target / (path.name.split(".")[0] + (".png" if suffix in CONVERTED_SUFFIXES else suffix))
-        if out.exists() and not overwrite:
-            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-        if suffix in CONVERTED_SUFFIXES:
-            with Image.open(path) as image:
-                image.convert("RGB").save(out)
-        else:
-            shutil.copy2(path, out)
-        written.append(out)
-    if not written:
-        raise FileNotFoundError(f"no photographs in {source}")
-    return written
+    for path, out in zip(photos, outputs):
+        with atomic_path(out) as temporary:
+            if file_suffix(path) in COPIED_SUFFIXES:
+                shutil.copyfile(path, temporary)
+            else:
+                with Image.open(path) as image:
+                    image.convert("RGB").save(temporary, format="PNG")
+    return outputs
 
 
-class RequireImaged(MapTransform):
-    """First step of the bundle's ``preprocessing``: an image that does not exist (an unknown image id in MONAI
-    Label) is refused with HTTP 404 and one that is not a readable image with HTTP 415, instead of MONAI Label's
-    generic 500. MONAI Label calls the transforms directly, so FastAPI's HTTPException reaches the client; where
-    FastAPI is not installed (batch inference, which checks its files first) the error is an InputError."""
+class RequirePhotod(MapTransform):
+    """First step of the bundle's ``preprocessing``: a request MONAI Label cannot serve is refused before any work,
+    with the HTTP status a client can act on instead of MONAI Label's generic 500: an image that does not exist
+    (an unknown image id) 404, one above ``max_pixels`` 413 (read from the header: a 6000x6000 upload would hold a
+    CPU server for half an hour), one that is not a usable RGB photograph (:func:`~iternet_monai.data.check_files`)
+    415. MONAI Label calls the transforms directly, so FastAPI's HTTPException reaches the client; where FastAPI is
+    not installed (batch inference, which checks its files first) the error is an InputError.
 
-    def __init__(self, keys: KeysCollection = "image") -> None:
+    MONAI Label passes neither the id of an unknown image (it becomes ``''``) nor an upload's file name (it saves
+    the upload as a temporary file), so the messages say "the requested image" and "the uploaded file" there."""
+
+    def __init__(self, keys: KeysCollection = "image", max_pixels: int | None = 4096 * 4096) -> None:
         super().__init__(keys)
+        self.max_pixels = max_pixels
 
     @staticmethod
     def _refuse(status: int, message: str) -> Exception:
@@ -129,17 +154,33 @@ class RequireImaged(MapTransform):
             return InputError(message)
         return HTTPException(status_code=status, detail=message)
 
+    @staticmethod
+    def _name(path: Path) -> str:
+        uploaded = path.parent == Path(tempfile.gettempdir()) and path.name.startswith("tmp")
+        return "the uploaded file" if uploaded else path.name
+
     def __call__(self, data: Mapping) -> dict:
+        from .data import check_files
+
         d = dict(data)
         for key in self.key_iterator(d):
             value = d[key]
             if not isinstance(value, (str, Path)):
                 continue
             if not str(value) or not Path(value).is_file():
-                raise self._refuse(404, f"image not found: '{value}' is not in the datastore")
+                shown = f" ('{value}')" if str(value) else ""
+                raise self._refuse(404, f"the requested image{shown} is not in the datastore")
+            path, name = Path(value), self._name(Path(value))
             try:
-                with Image.open(value) as image:
-                    image.verify()
+                with Image.open(path) as image:
+                    width, height = image.size
             except Exception as err:
-                raise self._refuse(415, f"{Path(value).name} is not a readable image ({err})") from err
+                raise self._refuse(415, f"{name} is not a readable image ({err.__class__.__name__})") from err
+            if self.max_pixels is not None and width * height > self.max_pixels:
+                raise self._refuse(
+                    413, f"{name} is {width}x{height} pixels, more than the limit of {self.max_pixels:,} (max_pixels)"
+                )
+            _, problems = check_files([{"image": str(path)}], ("image",))
+            if problems:
+                raise self._refuse(415, f"{name}: {problems[0].split(': ', 1)[1]}")
         return d

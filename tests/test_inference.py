@@ -16,7 +16,8 @@ from test_bundle import bundle
 
 from iternet_monai.checkpoints import BUNDLE_DIR, CheckpointError
 from iternet_monai.errors import find_input_error
-from iternet_monai.inference import InferenceInputs, load_pipeline, output_names
+from iternet_monai.files import unique_names
+from iternet_monai.inference import InferenceInputs, load_pipeline
 from iternet_monai.inferers import (
     FlipAveragingInferer,
     WholeImageInferer,
@@ -82,11 +83,11 @@ def test_flip_averaging_is_the_mean_of_the_four_flipped_passes():
 
 
 def test_output_names_are_unique_per_input():
-    names = output_names(["a/scan.v1.png", "a/scan.v2.png", "a/scan.png", "a/scan.tif", "b/01.png", "c/01.png"])
+    names = unique_names(["a/scan.v1.png", "a/scan.v2.png", "a/scan.png", "a/scan.tif", "b/01.png", "c/01.png"])
     assert len(set(names)) == 6
     assert names[:2] == ["scan.v1", "scan.v2"]
     assert names[2:4] == ["scan_png", "scan_tif"]
-    assert output_names(["x/01_test.tif"]) == ["01_test"]
+    assert unique_names(["x/01_test.tif"]) == ["01_test"]
 
 
 def folder_with_bad_files(root):

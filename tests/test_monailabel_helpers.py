@@ -1,26 +1,58 @@
 """The MONAI Label helpers that need no MONAI Label (the server itself is tested by ``tox -e monailabel``)."""
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import fundus_like, write_image
 from PIL import Image
 
 from iternet_monai.cli import main as cli
-from iternet_monai.monailabel import server_command
+from iternet_monai.errors import InputError
+from iternet_monai.monailabel import DATASTORE_SUFFIXES, RequirePhotod, server_command
 
 
-def test_convert_studies_turns_gif_ppm_tiff_into_png_and_keeps_existing(tmp_path, capsys):
+def test_convert_studies_gives_every_photo_a_listed_unique_name_and_keeps_existing(tmp_path, capsys):
     image, _ = fundus_like()
-    for name in ("a.gif", "b.ppm", "c.tif", "d.png", "e.jpg"):
+    for name in ("a.gif", "b.ppm", "c.tif", "d.png", "e.jpg", "f.jpeg", "scan.png", "scan.tif"):
         write_image(tmp_path / "raw" / name, image)
     (tmp_path / "raw" / "notes.txt").write_text("not a study")
     assert cli(["convert-studies", str(tmp_path / "raw"), str(tmp_path / "studies")]) == 0
     names = sorted(p.name for p in (tmp_path / "studies").iterdir())
-    assert names == ["a.png", "b.png", "c.png", "d.png", "e.jpg"]
+    assert names == ["a.png", "b.png", "c.png", "d.png", "e.jpg", "f.jpg", "scan_png.png", "scan_tif.png"]
+    assert all(name.endswith(DATASTORE_SUFFIXES) for name in names)
     converted = Image.open(tmp_path / "studies" / "b.png")
     assert converted.mode == "RGB" and np.array_equal(np.asarray(converted), image)
+    assert (tmp_path / "studies" / "f.jpg").read_bytes() == (tmp_path / "raw" / "f.jpeg").read_bytes()
+    (tmp_path / "studies" / "a.png").unlink()
     assert cli(["convert-studies", str(tmp_path / "raw"), str(tmp_path / "studies")]) == 2
-    assert "a.png exists" in capsys.readouterr().err
+    assert "7 file(s) exist" in capsys.readouterr().err
+    assert not (tmp_path / "studies" / "a.png").exists()  # nothing written when it refuses
+
+
+def test_require_photo_refuses_with_the_status_a_client_can_act_on(tmp_path):
+    """Without FastAPI (this environment) the refusals are InputErrors; the status is asserted over HTTP in
+    ``tox -e monailabel``. Messages name the file, or say "the uploaded file" for MONAI Label's temporary copy."""
+    image, _ = fundus_like()
+    write_image(tmp_path / "photo.png", image)
+    write_image(tmp_path / "redfree.png", image[..., 1])
+    Image.new("RGB", (3000, 2000)).save(tmp_path / "large.png")
+    require = RequirePhotod(max_pixels=2000 * 2000)
+    assert require({"image": str(tmp_path / "photo.png")})["image"] == str(tmp_path / "photo.png")
+    with pytest.raises(InputError, match=r"^the requested image is not in the datastore$"):
+        require({"image": ""})
+    with pytest.raises(InputError, match=r"^large.png is 3000x2000 pixels, more than the limit of 4,000,000"):
+        require({"image": str(tmp_path / "large.png")})
+    with pytest.raises(InputError, match=r"^redfree.png: grayscale image"):
+        require({"image": str(tmp_path / "redfree.png")})
+    upload = Path(tempfile.gettempdir()) / "tmpiternettest.png"
+    upload.write_bytes(b"not an image")
+    try:
+        with pytest.raises(InputError, match=r"^the uploaded file is not a readable image"):
+            require({"image": str(upload)})
+    finally:
+        upload.unlink()
 
 
 def test_label_app_refuses_a_folder_that_is_not_a_bundle(tmp_path, capsys):

@@ -79,6 +79,7 @@ def check_files(
     keys: Sequence[str] = PATH_KEYS,
     min_size: int | Sequence[int] | None = None,
     required: Sequence[str] = ("image",),
+    max_pixels: int | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Check every file of every item in one pass and return ``(good_items, problems)``: the items whose files are
     all usable, and one line per bad file, ``"<path>: <what is wrong>"``, instead of raising, so a batch can
@@ -86,7 +87,8 @@ def check_files(
 
     Each file under ``keys`` is decoded in full: missing, zero-byte, unreadable, truncated and non-image files and
     dangling symbolic links are caught. The image must be RGB (not grayscale) and at least ``min_size`` pixels
-    (``(width, height)`` as the bundle's ``patch_size``, or one int for both); labels and masks must have the
+    (``(width, height)`` as the bundle's ``patch_size``, or one int for both) and at most ``max_pixels`` pixels
+    (``None``: no limit); labels and masks must have the
     image's size; every key in ``required`` must be present. Paths are used as given (absolute, or relative to the
     working folder).
     """
@@ -112,6 +114,8 @@ def check_files(
                 found.append((image, f"grayscale image (mode {mode}); IterNet needs RGB photographs"))
             if width < min_width or height < min_height:
                 found.append((image, f"{width}x{height} pixels, smaller than the {min_width}x{min_height} needed"))
+            if max_pixels is not None and width * height > max_pixels:
+                found.append((image, f"{width}x{height} pixels, more than the limit of {max_pixels:,} (max_pixels)"))
             for key, (_, size) in sizes.items():
                 if size != (width, height):
                     why = f"{key} is {size[0]}x{size[1]} but its image {image} is {width}x{height}"
