@@ -10,6 +10,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import NibabelReader, PILReader
 from monai.transforms import (
     EnsureChannelFirstd,
     LoadImaged,
@@ -27,6 +28,7 @@ __all__ = [
     "CheckFundusd",
     "label_values",
     "LabelValuesd",
+    "DropSingletonDepthd",
     "FieldOfViewd",
     "RandSaturationd",
     "fundus_loading",
@@ -191,18 +193,36 @@ class LabelValuesd(MapTransform):
         return d
 
 
+class DropSingletonDepthd(MapTransform):
+    """Drop the singleton third axis of 2-D labels saved as NIfTI volumes, ``(1, W, H, 1)`` after loading: 3D
+    Slicer writes a labelmap of a photograph that way (MONAI Label's default upload), with its first axis along the
+    image's width as MONAI reads PNGs, so the label then matches its photograph pixel for pixel. Ours because
+    MONAI's ``SqueezeDimd`` refuses a dimension that is not 1, which a PNG label's height is."""
+
+    def __init__(self, keys: KeysCollection = ("label", "mask")) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if d[key].ndim == 4 and d[key].shape[-1] == 1:
+                d[key] = d[key][..., 0]
+        return d
+
+
 def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
-    """The one loading pipeline of every config and command: PIL reads (palette GIFs, 1-bit PNGs, RGBA handled),
+    """The one loading pipeline of every config and command: PIL reads photographs (palette, RGBA handled), labels
+    and masks are read from images (palette GIFs, 1-bit PNGs) or 2-D NIfTI (as 3D Slicer writes them), then
     channel-first, the input check that names the file, the image scaled from 8 bits to [0, 1] as the released code
     does, labels and masks read by their values (:func:`label_values`). Missing label/mask keys are fine."""
     others = [k for k in keys if k != "image"]
     steps: list = [LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True)]
     if others:
-        steps.append(
-            LoadImaged(others, reader="PILReader", converter=to_gray, image_only=True, allow_missing_keys=True)
-        )
+        readers = [PILReader(converter=to_gray), NibabelReader()]
+        steps.append(LoadImaged(others, reader=readers, image_only=True, allow_missing_keys=True))
     steps += [
         EnsureChannelFirstd(list(keys), allow_missing_keys=True),
+        DropSingletonDepthd(others),
         CheckFundusd(others or ("label", "mask")),
         ScaleIntensityRanged("image", a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True),
     ]

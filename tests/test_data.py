@@ -434,3 +434,23 @@ def test_saturation_jitter_moves_towards_grey_and_clips():
     grey = 0.114 * 1.0 + 0.587 * 0.0 + 0.299 * 0.5
     expected = (out.alpha * image + (1 - out.alpha) * grey).clamp(0, 1)
     assert torch.allclose(result, expected) and out.alpha != 1.0
+
+
+def test_a_nifti_label_as_3d_slicer_writes_it_gives_the_png_label_target(drive, tmp_path):
+    """3D Slicer saves the labelmap of a photograph as a (W, H, 1) NIfTI volume (first axis along the width, LPS
+    flipped to RAS in the affine), values 0/1; MONAI Label's default upload. It must load as the same training
+    target as the same label sent as PNG, pixel for pixel."""
+    truth = np.asarray(Image.open(drive / "training" / "1st_manual" / "21_manual1.gif")) > 0  # (H, W)
+    write_image(tmp_path / "21.png", truth.astype(np.uint8))
+    import nibabel as nib
+
+    nib.save(
+        nib.Nifti1Image(truth.T[:, :, None].astype(np.int16), np.diag([-1.0, -1.0, 1.0, 1.0])), tmp_path / "21.nii.gz"
+    )
+    load = Compose(fundus_loading(("image", "label")))
+    image = str(drive / "training" / "images" / "21_training.tif")
+    from_png = load({"image": image, "label": str(tmp_path / "21.png")})["label"]
+    from_nifti = load({"image": image, "label": str(tmp_path / "21.nii.gz")})["label"]
+    assert from_png.shape == from_nifti.shape == (1, 565, 584)
+    assert torch.equal(torch.as_tensor(from_png), torch.as_tensor(from_nifti))
+    assert torch.equal(torch.as_tensor(from_png)[0].bool(), torch.as_tensor(truth.T))
