@@ -220,9 +220,10 @@ def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
     if others:
         readers = [PILReader(converter=to_gray), NibabelReader()]
         steps.append(LoadImaged(others, reader=readers, image_only=True, allow_missing_keys=True))
+    steps.append(EnsureChannelFirstd(list(keys), allow_missing_keys=True))
+    if others:
+        steps.append(DropSingletonDepthd(others))
     steps += [
-        EnsureChannelFirstd(list(keys), allow_missing_keys=True),
-        DropSingletonDepthd(others),
         CheckFundusd(others or ("label", "mask")),
         ScaleIntensityRanged("image", a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True),
     ]
