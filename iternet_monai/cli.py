@@ -78,7 +78,7 @@ def _label_app(args: argparse.Namespace) -> int:
     from .monailabel import server_command, setup_app
 
     app = setup_app(args.app_dir, args.bundle)
-    print(f"installed {args.bundle} as {app}/model/iternet; start MONAI Label with:")
+    print(f"installed {args.bundle} as {app}/model/iternet (weights in {app}/model/iternet/models); start MONAI Label with:")
     print(" ".join(server_command(app, args.studies or "<studies folder>", args.port)))
     return 0
 
@@ -157,9 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     app = commands.add_parser(
         "label-app",
         help="set up a MONAI Label app folder with this bundle",
-        description="Run in the MONAI Label environment (tox -e monailabel, or its venv).",
+        description="Make a MONAI Label app (iternet_monai.monailabel_app) serving a copy of the bundle. Run in the "
+        "MONAI Label environment (docs/monailabel.md).",
     )
-    app.add_argument("--app-dir", default="apps", help="folder for MONAI Label's monaibundle app (default: apps)")
+    app.add_argument("--app-dir", default="apps/iternet", help="app folder to create (default: apps/iternet)")
     app.add_argument("--bundle", default="bundles/iternet", help="bundle folder (default: bundles/iternet)")
     app.add_argument("--studies", help="studies folder, shown in the printed start command")
     app.add_argument("--port", type=int, default=8000)

@@ -1,11 +1,10 @@
-"""Helpers to use the bundle in MONAI Label's ``monaibundle`` app. MONAI Label itself lives in its own environment
-(``tox -e monailabel``); these helpers only call its command line and copy files."""
+"""Helpers to serve the bundle with MONAI Label: set up the app (:mod:`iternet_monai.monailabel_app`), the command
+that starts it, photographs converted for its datastore, and the check that refuses unusable requests. MONAI Label
+itself lives in its own environment (``tox -e monailabel``); these helpers only copy files and name commands."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -31,46 +30,35 @@ __all__ = [
 # and what convert-studies copies unchanged: every other photograph becomes RGB PNG, and .jpeg is copied as .jpg.
 DATASTORE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".jpg", ".png", ".tif", ".svs", ".xml")
 COPIED_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
-# MONAI Label names the labels of a model after channel_def, skipping "background"; for a one-channel output it
-# would call the vessel value 0, so the app's copy of the bundle describes its label map (0 background, 1 vessel).
-MONAI_LABEL_CHANNEL_DEF = {"0": "background", "1": "vessel"}
 
 
-def setup_app(app_dir: str | Path, bundle: str | Path, name: str = "iternet", python: str = sys.executable) -> Path:
-    """Download MONAI Label's ``monaibundle`` app into ``app_dir`` (offline: it is copied from the installed
-    package) and put a copy of ``bundle`` in it as ``model/<name>``, with ``models/`` for its weights and the label
-    map's ``channel_def`` (:data:`MONAI_LABEL_CHANNEL_DEF`). Returns the app folder."""
-    app_dir, bundle = Path(app_dir), Path(bundle)
+APP_MAIN = '''"""MONAI Label app of the IterNet bundle in model/iternet (written by iternet-monai label-app)."""
+
+from iternet_monai.monailabel_app import IterNetApp  # noqa: F401 - MONAI Label loads the MONAILabelApp subclass
+'''
+
+
+def setup_app(app_dir: str | Path, bundle: str | Path) -> Path:
+    """Make ``app_dir`` a MONAI Label app serving a copy of ``bundle`` (:mod:`iternet_monai.monailabel_app`):
+    ``main.py``, and ``model/iternet`` with ``models/`` for its weights. Refuses to replace an installed bundle,
+    whose ``models/`` may hold fine-tuned weights. Returns the app folder."""
+    app, bundle = Path(app_dir), Path(bundle)
     if not (bundle / "configs" / "inference.json").is_file():
         raise FileNotFoundError(f"{bundle} is not a bundle folder (no configs/inference.json)")
-    app = app_dir / "monaibundle"
-    if not app.is_dir():
-        subprocess.run(
-            [python, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", str(app_dir)],
-            check=True,
-        )
-    target = app / "model" / name
+    target = app / "model" / "iternet"
     if target.exists():
         raise FileExistsError(f"{target} exists; remove it to install the bundle again (its models/ would be lost)")
-    shutil.copytree(bundle, target, symlinks=False, ignore=shutil.ignore_patterns("eval", "predictions", "*.ts"))
+    ignore = shutil.ignore_patterns("eval", "predictions", "previous", "*.ts", "*.onnx")
+    shutil.copytree(bundle, target, symlinks=False, ignore=ignore)
     (target / "models").mkdir(exist_ok=True)
-    metadata_file = target / "configs" / "metadata.json"
-    metadata = json.loads(metadata_file.read_text())
-    metadata["network_data_format"]["outputs"]["pred"]["channel_def"] = MONAI_LABEL_CHANNEL_DEF
-    atomic_write_text(metadata_file, json.dumps(metadata, indent=4) + "\n")
+    atomic_write_text(app / "main.py", APP_MAIN)
     return app
 
 
 def server_command(
-    app: str | Path,
-    studies: str | Path,
-    port: int = 8000,
-    name: str = "iternet",
-    host: str = "127.0.0.1",
-    python: str = sys.executable,
+    app: str | Path, studies: str | Path, port: int = 8000, host: str = "127.0.0.1", python: str = sys.executable
 ) -> list[str]:
-    """The command starting MONAI Label on ``studies`` with this bundle only, offline (``zoo_source ngc`` keeps
-    MONAI Label from downloading the model-zoo list at start; ``sam2 false`` skips the optional SAM2 model)."""
+    """The command starting MONAI Label with the app of :func:`setup_app` on ``studies``, on this machine only."""
     return [
         python,
         "-m",
@@ -80,15 +68,6 @@ def server_command(
         str(app),
         "--studies",
         str(studies),
-        "--conf",
-        "models",
-        name,
-        "--conf",
-        "zoo_source",
-        "ngc",
-        "--conf",
-        "sam2",
-        "false",
         "--conf",
         "preload",
         "false",

@@ -54,6 +54,8 @@ def _read_image(path: Path) -> tuple[str, tuple[int, int]] | str:
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
+        if file_suffix(path) in (".nii", ".nii.gz"):
+            return _read_nifti(path)
         with Image.open(path) as image:
             image.load()
             return image.mode, image.size
@@ -63,6 +65,20 @@ def _read_image(path: Path) -> tuple[str, tuple[int, int]] | str:
         return "cannot be read (permission denied)"
     except Exception as err:  # noqa: BLE001 - any decoder error means the file cannot be used; say which
         return f"truncated or corrupt image ({err.__class__.__name__}: {err})"
+
+
+def _read_nifti(path: Path) -> tuple[str, tuple[int, int]] | str:
+    """``("NIfTI", (width, height))`` of a 2-D NIfTI label as 3D Slicer writes it ((W, H) or (W, H, 1)), or why it
+    cannot be used."""
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).get_fdata().shape
+    except Exception as err:  # noqa: BLE001 - any reader error means the file cannot be used; say which
+        return f"not a readable NIfTI file ({err.__class__.__name__}: {err})"
+    if len(shape) < 2 or any(size != 1 for size in shape[2:]):
+        return f"a NIfTI volume of shape {shape}, not a 2-D label"
+    return "NIfTI", (shape[0], shape[1])
 
 
 def _as_width_height(min_size: int | Sequence[int] | None) -> tuple[int, int]:

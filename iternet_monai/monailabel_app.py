@@ -1,0 +1,201 @@
+"""The MONAI Label app of the IterNet bundle, installed by ``iternet-monai label-app`` (MONAI Label's environment only).
+
+It is MONAI Label's stock ``monaibundle`` app (the same ``BundleInferTask`` and ``BundleTrainTask`` on the bundle's
+own ``inference.json`` and ``train.json``) with what a clinician annotating in 3D Slicer needs and a bundle cannot
+do by itself, because MONAI Label gives a bundle no hook there:
+
+- requests about an image id that does not exist get 404 naming the id, and a label upload is checked when it
+  arrives (unknown image 404, not an image 415, another size than its image 422) instead of breaking every later
+  training;
+- the label map's values are named (``vessel`` = 1) while the bundle's output has one channel;
+- one Train press runs one training (3D Slicer sends ``run_id: ""``, which would run ``train.json`` twice);
+- training follows the shape of the weights it fine-tunes, skips bad labels with a warning naming each, validates
+  the starting weights first so ``model.pt`` is replaced only by a model at least as good on the same validation
+  images (the previous one is kept in ``models/previous/``), fits minutes on a CPU, and reports its progress to
+  Slicer's progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import HTTPException
+from monailabel.config import settings
+from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.train.bundle import BundleTrainTask
+
+from . import __version__
+from .checkpoints import CheckpointError, read_weights
+from .data import check_files
+from .networks import iternet_shape
+
+__all__ = ["BUNDLE_NAME", "LABELS", "VesselDatastore", "VesselInferTask", "VesselTrainTask", "IterNetApp"]
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_NAME = "iternet"
+# The values of the label map the bundle returns and trains on.
+LABELS = {"vessel": 1}
+# The file, under the bundle's output folder, where training writes the progress Slicer's bar reads.
+STATS_FILE = "train_stats.json"
+
+
+class VesselDatastore(LocalDatastore):
+    """MONAI Label's local datastore, with every label checked as it arrives: the image must exist (404), the
+    label must load as the bundle loads it, PNG or NIfTI (415), and have its image's size (422)."""
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        image = self.get_image_uri(image_id)
+        if not image_id or not image or not os.path.isfile(image):
+            raise HTTPException(status_code=404, detail=f"image '{image_id}' is not in the datastore")
+        _, problems = check_files([{"label": label_filename}], keys=("label",), required=())
+        if problems:
+            why = problems[0].split(": ", 1)[1]
+            raise HTTPException(status_code=415, detail=f"the label for '{image_id}' is not usable: {why}")
+        _, problems = check_files([{"image": image, "label": label_filename}], keys=("image", "label"))
+        if problems:
+            why = "; ".join(p.split(": ", 1)[1] for p in problems)
+            raise HTTPException(status_code=422, detail=f"the label for '{image_id}' does not fit its image: {why}")
+        return super().save_label(image_id, label_filename, label_tag, label_info)
+
+
+class VesselInferTask(BundleInferTask):
+    """MONAI Label's bundle inference on the bundle's ``inference.json``, with the label map's values named."""
+
+    def __init__(self, path: str, conf: dict[str, str]) -> None:
+        super().__init__(path, conf)
+        self.labels = dict(LABELS)
+
+
+class VesselTrainTask(BundleTrainTask):
+    """MONAI Label's bundle training on the bundle's ``train.json``, made safe and practical (module docstring)."""
+
+    def __call__(self, request: dict, datastore) -> dict:
+        request = {**request, "run_id": request.get("run_id") or "run"}
+        self.keep_previous_weights(request)
+        return super().__call__(request, datastore)
+
+    def config(self) -> dict[str, Any]:
+        options = super().config()
+        options["model_filename"] = ["model.pt"]
+        return options
+
+    def keep_previous_weights(self, request: dict) -> Path | None:
+        """Copy ``models/model.pt`` to ``models/previous/model-<time>.pt`` (outside MONAI Label's model list)."""
+        weights = Path(self.bundle_path) / "models" / "model.pt"
+        if not weights.is_file():
+            return None
+        copy = weights.parent / "previous" / f"model-{time.strftime('%Y%m%d-%H%M%S')}.pt"
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copy2(weights, copy)
+        logger.info(f"kept the previous weights as {copy}")
+        return copy
+
+    def _fetch_datalist(self, request: dict, datastore) -> list[dict]:
+        items = super()._fetch_datalist(request, datastore)
+        patch = self.bundle_config.get("patch_size", [128, 128])
+        good, problems = check_files(items, keys=("image", "label"), min_size=patch, required=("image", "label"))
+        for problem in problems:
+            logger.warning(f"skipping a labelled image: {problem}")
+        logger.info(f"training on {len(good)} of {len(items)} labelled image(s)")
+        return good
+
+    def _update_overrides(self, overrides: dict) -> dict:
+        """The fine-tuning schedule, the network shape of the weights, validation of the starting weights and the
+        progress file."""
+        weights = Path(self.bundle_path) / "models" / "model.pt"
+        if weights.is_file():
+            try:
+                shape = iternet_shape(read_weights(weights))
+            except (CheckpointError, KeyError) as error:
+                raise HTTPException(status_code=422, detail=f"cannot fine-tune {weights}: {error}") from None
+            overrides.update({f"network_def#{key}": value for key, value in shape.items()})
+        n_train = len(overrides.get(self.const.key_train_dataset_data(), []))
+        if n_train == 0:
+            raise HTTPException(status_code=422, detail="no usable labelled image to train on (see the server log)")
+        overrides.update(finetuning_schedule(n_train, overrides.get(self.const.key_device(), "cpu")))
+        validation = overrides.get(self.const.key_validate_dataset_data())
+        if validation == []:
+            logger.warning(
+                "nothing to validate on (too few labelled images for val_split): model.pt will be the last epoch's "
+                "model; the previous weights are kept in models/previous/"
+            )
+        for handler in overrides.get(self.const.key_train_handlers(), []):
+            if isinstance(handler, dict) and handler.get("_target_") == "ValidationHandler":
+                handler["exec_at_start"] = True
+        overrides["stats_file"] = str(Path(self.bundle_path) / "eval" / STATS_FILE)
+        return overrides
+
+    def stats(self) -> dict[str, Any]:
+        path = Path(self.bundle_path) / "eval" / STATS_FILE
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def finetuning_schedule(n_train: int, device: torch.device | str) -> dict[str, int]:
+    """Fine-tuning from MONAI Label: on a CPU one step per epoch over 4 patches of each labelled image (batch at
+    most 32), so 50 epochs take minutes; on a GPU the paper's 100 patches per image per epoch at batch 32."""
+    if torch.device(device).type == "cpu":
+        batch = min(32, 4 * n_train)
+        return {"batch_size": batch, "steps_per_epoch": max(1, math.ceil(4 * n_train / batch))}
+    return {"batch_size": 32, "steps_per_epoch": max(1, 100 * n_train // 32)}
+
+
+class IterNetApp(MONAILabelApp):
+    """MONAI Label app serving the IterNet bundle in ``<app_dir>/model/iternet`` (module docstring)."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.bundle = os.path.join(app_dir, "model", BUNDLE_NAME)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="IterNet retinal vessels",
+            description="IterNet vessel segmentation of colour fundus photographs (iternet-monai bundle)",
+            version=__version__,
+        )
+
+    def init_datastore(self):
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return VesselDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def init_infers(self) -> dict:
+        task = VesselInferTask(self.bundle, self.conf)
+        return {BUNDLE_NAME: task} if task.is_valid() else {}
+
+    def init_trainers(self) -> dict:
+        if self.conf.get("skip_trainers", "false").lower() == "true":
+            return {}
+        task = VesselTrainTask(self.bundle, self.conf)
+        return {BUNDLE_NAME: task} if task.is_valid() else {}
+
+    def init_strategies(self) -> dict:
+        return {"random": Random(), "first": First()}
+
+    def infer(self, request: dict, datastore=None) -> dict:
+        image = request.get("image")
+        if isinstance(image, str) and not os.path.exists(image):
+            uri = (datastore or self.datastore()).get_image_uri(image) if image else ""
+            if not uri or not os.path.exists(uri):
+                raise HTTPException(status_code=404, detail=f"image '{image}' is not in the datastore")
+        return super().infer(request, datastore)
