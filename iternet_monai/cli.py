@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import BUILTIN_DATALISTS, DatalistError, builtin_datalist, load_datalist, make_datalist
+from .errors import InputError
 from .evaluation import EvaluationError
 
 
@@ -79,6 +80,21 @@ def _convert_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure(args: argparse.Namespace) -> int:
+    from .measure import measure_folders, parse_rules
+
+    return measure_folders(
+        args.masks,
+        args.output,
+        probabilities=args.probabilities,
+        images=args.images,
+        fov_masks=args.fov_masks,
+        mm_per_pixel=args.mm_per_pixel,
+        rules=parse_rules(args.qc),
+        overwrite=args.overwrite,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iternet-monai", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +148,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     ev.set_defaults(func=_evaluate)
 
+    me = commands.add_parser(
+        "measure",
+        help="vessel biomarkers and quality control of a folder of vessel maps",
+        description="Measure every binary vessel map of --masks (density, length, fractal dimension, per-segment "
+        "length, tortuosity and calibre) and check its quality; files of the other folders are matched by file stem "
+        "(<stem>_mask / <stem>_prob as inference writes them). Writes biomarkers.csv, segments.csv, quality.csv, "
+        "columns.json (every column and unit), figures/<stem>.png and cohort.png. See docs/biomarkers.md.",
+    )
+    me.add_argument("--masks", required=True, help="folder of binary vessel maps (PNG, GIF, TIFF, NPY, NIfTI)")
+    me.add_argument("--probabilities", help="folder of probability maps (for the uncertainty checks)")
+    me.add_argument("--images", help="folder of the photographs (figures, exposure and contrast, FoV)")
+    me.add_argument("--fov-masks", help="folder of FoV masks (else derived from the photographs, else whole image)")
+    me.add_argument("--mm-per-pixel", type=float, help="pixel size; adds every length, width and area in mm, mm^2")
+    me.add_argument(
+        "--qc",
+        nargs="*",
+        default=[],
+        metavar="MEASURE.LIMIT=VALUE",
+        help="change a quality limit, e.g. exposure.check_below=0.08 (docs/biomarkers.md lists them)",
+    )
+    me.add_argument("--output", required=True, help="output folder")
+    me.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run there")
+    me.set_defaults(func=_measure)
+
     app = commands.add_parser(
         "label-app",
         help="set up a MONAI Label app folder with this bundle",
@@ -159,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatalistError, EvaluationError, FileNotFoundError, FileExistsError) as err:
+    except (InputError, FileNotFoundError, FileExistsError) as err:
         print(f"iternet-monai: {err}", file=sys.stderr)
         return 2
 
