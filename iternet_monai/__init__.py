@@ -9,6 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = [
+    "biomarkers",
     "checkpoints",
     "data",
     "errors",
@@ -18,8 +19,10 @@ __all__ = [
     "inference",
     "inferers",
     "losses",
+    "measure",
     "metrics",
     "networks",
+    "quality",
     "transforms",
     "__version__",
 ]

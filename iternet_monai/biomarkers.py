@@ -105,7 +105,8 @@ def _with_mm(row: dict, columns: dict, mm_per_pixel: float | None) -> dict:
 
 def box_counting_dimension(binary: np.ndarray, sizes: Sequence[int] | None = None) -> tuple[float, float, int, int]:
     """Box-counting (Minkowski-Bouligand) dimension of a 2-D boolean map: the slope of log N(s) against log 1/s, N(s)
-    = boxes of side s holding a foreground pixel on a grid from the top-left corner. ``sizes`` default to the powers
+    = boxes of side s holding a foreground pixel, averaged over the grids anchored at the four corners (so flipping
+    or transposing the map changes nothing). ``sizes`` default to the powers
     of two from 2 to min(H, W) / 8. Returns (dimension, R^2 of the fit, smallest size, largest size); NaN for an
     empty map."""
     binary = np.asarray(binary, bool)
@@ -118,9 +119,12 @@ def box_counting_dimension(binary: np.ndarray, sizes: Sequence[int] | None = Non
     counts = []
     for size in sizes:
         height, width = -(-binary.shape[0] // size) * size, -(-binary.shape[1] // size) * size
-        padded = np.zeros((height, width), bool)
-        padded[: binary.shape[0], : binary.shape[1]] = binary
-        counts.append(padded.reshape(height // size, size, width // size, size).any(axis=(1, 3)).sum())
+        corners = []
+        for flipped in (binary, binary[::-1], binary[:, ::-1], binary[::-1, ::-1]):
+            padded = np.zeros((height, width), bool)
+            padded[: binary.shape[0], : binary.shape[1]] = flipped
+            corners.append(padded.reshape(height // size, size, width // size, size).any(axis=(1, 3)).sum())
+        counts.append(np.mean(corners))
     x, y = np.log(1.0 / sizes), np.log(counts)
     slope, intercept = np.polyfit(x, y, 1)
     residual = y - (slope * x + intercept)
@@ -142,9 +146,10 @@ def smooth_centreline(points: np.ndarray, sigma: float = CENTRELINE_SIGMA) -> np
     return smoothed[k : k + n]
 
 
-def _tangent(smoothed: np.ndarray, at_end: bool) -> np.ndarray:
-    """Unit direction leaving the path at its last (``at_end``) or first point, from up to 3 pixels inside."""
-    step = min(3, len(smoothed) - 1)
+def _tangent(smoothed: np.ndarray, at_end: bool, baseline: float) -> np.ndarray:
+    """Unit direction leaving the path at its last (``at_end``) or first point, from ``baseline`` points inside
+    (at least 3: a thick vessel's skeleton bends towards a corner of its end over about one radius)."""
+    step = int(min(max(3, np.ceil(baseline)), len(smoothed) - 1))
     vector = smoothed[-1] - smoothed[-1 - step] if at_end else smoothed[0] - smoothed[step]
     norm = np.hypot(*vector)
     return vector / norm if norm > 0 else np.zeros(2)
@@ -274,9 +279,8 @@ def _segment(points: np.ndarray, end_degrees: np.ndarray, vessels: np.ndarray, r
     first, last = smoothed[0].copy(), smoothed[-1].copy()
     for at_end, degree in ((False, end_degrees[0]), (True, end_degrees[-1])):
         if degree == 1:
-            point, direction = (
-                (points[-1], _tangent(smoothed, True)) if at_end else (points[0], _tangent(smoothed, False))
-            )
+            point = points[-1] if at_end else points[0]
+            direction = _tangent(smoothed, at_end, 2 * radius[tuple(point)])
             extension = _distance_to_border(vessels, point, direction, radius[tuple(point)])
             length += extension
             if at_end:

@@ -336,10 +336,16 @@ def _folder_files(folder: str | Path, prefer: str, problems: list[str]) -> dict[
     return found
 
 
-def _read_binary(path: Path) -> np.ndarray:
+def _read_binary(path: Path, kind: str) -> np.ndarray:
+    """A vessel or FoV mask (any format :func:`~iternet_monai.evaluation.read_probability_map` reads) at 0.5."""
     from .evaluation import read_probability_map
 
-    return read_probability_map(path) >= 0.5
+    try:
+        return read_probability_map(path) >= 0.5
+    except InputError as err:
+        if err.__cause__ is None:
+            raise InputError(str(err).replace("probability map", kind)) from err
+        raise InputError(f"{path}: cannot read the {kind} ({err.__cause__})") from err
 
 
 def _read_photo(path: Path) -> np.ndarray:
@@ -397,10 +403,10 @@ def measure_folders(
             elif found is not None:
                 files[kind] = found[stem]
         try:
-            mask = _read_binary(path)
+            mask = _read_binary(path, "vessel map")
             probability = read_probability_map(files["probability map"]) if "probability map" in files else None
             photo = _read_photo(files["photograph"]) if "photograph" in files else None
-            fov = _read_binary(files["FoV mask"]) if "FoV mask" in files else None
+            fov = _read_binary(files["FoV mask"], "FoV mask") if "FoV mask" in files else None
             for kind, array in (("probability map", probability), ("photograph", photo), ("FoV mask", fov)):
                 if array is not None and array.shape[:2] != mask.shape:
                     raise InputError(
