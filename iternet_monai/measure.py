@@ -29,7 +29,7 @@ from . import __version__
 from .biomarkers import CENTRELINE_SIGMA, IMAGE_COLUMNS, SEGMENT_COLUMNS, VesselMeasures, measure_vessels, mm_column
 from .errors import InputError
 from .files import KNOWN_SUFFIXES, atomic_path, atomic_write_text, file_stem
-from .quality import DEFAULT_RULES, QUALITY_COLUMNS, QualityRule, quality_flags, quality_measures
+from .quality import DEFAULT_RULES, QUALITY_COLUMNS, QualityRule, photograph_fov, quality_flags, quality_measures
 
 __all__ = [
     "TABLES",
@@ -104,8 +104,6 @@ def measure_image(
     """Biomarkers and quality of one binary vessel map (H, W). The FoV is ``fov`` (a mask file), else derived from
     ``photo`` (H, W, 3 uint8) by :func:`iternet_monai.quality.photograph_fov`, else the whole image. With ``figure``,
     the centreline coloured by calibre and by tortuosity over the photograph (or the mask) is saved there."""
-    from .quality import photograph_fov
-
     source = "mask file" if fov is not None else "derived from the photograph" if photo is not None else ""
     if fov is None and photo is not None:
         fov = photograph_fov(photo)
