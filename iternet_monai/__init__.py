@@ -9,6 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = [
+    "biomarkers",
     "checkpoints",
     "data",
     "errors",
@@ -18,9 +19,11 @@ __all__ = [
     "inference",
     "inferers",
     "losses",
+    "measure",
     "metrics",
     "monailabel",
     "networks",
+    "quality",
     "transforms",
     "__version__",
 ]

@@ -78,7 +78,7 @@ def _label_app(args: argparse.Namespace) -> int:
     from .monailabel import server_command, setup_app
 
     app = setup_app(args.app_dir, args.bundle)
-    print(f"installed {args.bundle} as {app}/model/iternet (weights in {app}/model/iternet/models); start MONAI Label with:")
+    print(f"installed {args.bundle} as {app}/model/iternet (weights: {app}/model/iternet/models); start MONAI Label:")
     print(" ".join(server_command(app, args.studies or "<studies folder>", args.port)))
     return 0
 
@@ -89,6 +89,21 @@ def _convert_studies(args: argparse.Namespace) -> int:
     written = convert_studies(args.source, args.target, args.overwrite)
     print(f"wrote {len(written)} studies to {args.target}")
     return 0
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from .measure import measure_folders, parse_rules
+
+    return measure_folders(
+        args.masks,
+        args.output,
+        probabilities=args.probabilities,
+        images=args.images,
+        fov_masks=args.fov_masks,
+        mm_per_pixel=args.mm_per_pixel,
+        rules=parse_rules(args.qc),
+        overwrite=args.overwrite,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sw-batch-size", type=int, default=64)
     ev.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     ev.set_defaults(func=_evaluate)
+
+    me = commands.add_parser(
+        "measure",
+        help="vessel biomarkers and quality control of a folder of vessel maps",
+        description="Measure every binary vessel map of --masks (density, length, fractal dimension, per-segment "
+        "length, tortuosity and calibre) and check its quality; files of the other folders are matched by file stem "
+        "(<stem>_mask / <stem>_prob as inference writes them). Writes biomarkers.csv, segments.csv, quality.csv, "
+        "columns.json (every column and unit), figures/<stem>.png and cohort.png. See docs/biomarkers.md.",
+    )
+    me.add_argument("--masks", required=True, help="folder of binary vessel maps (PNG, GIF, TIFF, NPY, NIfTI)")
+    me.add_argument("--probabilities", help="folder of probability maps (for the uncertainty checks)")
+    me.add_argument("--images", help="folder of the photographs (figures, exposure and contrast, FoV)")
+    me.add_argument("--fov-masks", help="folder of FoV masks (else derived from the photographs, else whole image)")
+    me.add_argument("--mm-per-pixel", type=float, help="pixel size; adds every length, width and area in mm, mm^2")
+    me.add_argument(
+        "--qc",
+        nargs="*",
+        default=[],
+        metavar="MEASURE.LIMIT=VALUE",
+        help="change a quality limit, e.g. exposure.check_below=0.08 (docs/biomarkers.md lists them)",
+    )
+    me.add_argument("--output", required=True, help="output folder")
+    me.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run there")
+    me.set_defaults(func=_measure)
 
     app = commands.add_parser(
         "label-app",

@@ -1,0 +1,93 @@
+"""The ``iternet-monai measure`` command end to end on a few files, one of them bad."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import fundus_like, write_image
+from PIL import Image
+
+from iternet_monai.cli import main
+from iternet_monai.quality import photograph_fov
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_measure_command_writes_tables_dictionary_and_figures(tmp_path, capsys):
+    predictions, photos, output = tmp_path / "predictions", tmp_path / "photos", tmp_path / "measured"
+    labels = {}
+    for seed, stem in enumerate(("a", "b", "c")):
+        photo, label = fundus_like(96, 128, seed)
+        labels[stem] = (label > 0, photo)
+        write_image(photos / f"{stem}.png", photo)
+        write_image(predictions / f"{stem}_prob.png", np.where(label > 0, 240, 8).astype(np.uint8))
+        write_image(predictions / f"{stem}_overlay.png", photo)  # inference writes these too: not vessel maps
+        if stem != "c":
+            write_image(predictions / f"{stem}_mask.png", label)
+    (predictions / "c_mask.png").write_bytes(b"not a png")
+
+    arguments = ["measure", "--masks", str(predictions), "--probabilities", str(predictions)]
+    arguments += ["--images", str(photos), "--mm-per-pixel", "0.02", "--output", str(output)]
+    assert main(arguments) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(
+        f"iternet-monai: {predictions / 'c_mask.png'}: cannot read the vessel map"
+    )
+
+    biomarkers = read_csv(output / "biomarkers.csv")
+    assert [row["image"] for row in biomarkers] == ["a", "b"]
+    for row in biomarkers:
+        label, photo = labels[row["image"]]
+        fov = photograph_fov(photo)
+        assert int(row["vessel_area_px2"]) == (label & fov).sum()
+        assert float(row["vessel_area_mm2"]) == pytest.approx((label & fov).sum() * 0.02**2, rel=1e-5)
+    segments = read_csv(output / "segments.csv")
+    assert {row["image"] for row in segments} == {"a", "b"} and all(float(r["length_mm"]) > 0 for r in segments)
+    quality = read_csv(output / "quality.csv")
+    assert [row["fov_source"] for row in quality] == ["derived from the photograph"] * 2
+    assert all(float(row["uncertain_fraction"]) == 0 for row in quality)
+
+    dictionary = json.loads((output / "columns.json").read_text())
+    assert dictionary["mm_per_pixel"] == 0.02
+    for name in ("biomarkers.csv", "segments.csv", "quality.csv"):
+        with open(output / name, newline="") as handle:
+            header = next(csv.reader(handle))
+        columns = dictionary["files"][name]
+        assert list(columns) == header
+        assert all(columns[c]["unit"] and columns[c]["definition"] for c in header)
+    for name in ("figures/a.png", "figures/b.png", "cohort.png"):
+        with Image.open(output / name) as figure:
+            assert figure.size[0] > 100
+    assert not (output / "figures" / "c.png").exists()
+    assert not [p for p in output.rglob("*") if "partial" in p.name]
+
+    before = (output / "biomarkers.csv").read_bytes()
+    assert main(arguments) == 2
+    assert "exists; choose another output folder or pass --overwrite" in capsys.readouterr().err
+    assert (output / "biomarkers.csv").read_bytes() == before
+    assert main(arguments + ["--overwrite"]) == 1
+
+
+def test_measure_pairs_fov_masks_and_works_without_photographs(tmp_path, capsys):
+    masks, fov_masks, output = tmp_path / "labels", tmp_path / "fov", tmp_path / "out"
+    photo, label = fundus_like(96, 128, 3)
+    write_image(masks / "eye.v1.png", label)
+    fov = np.zeros(label.shape, np.uint8)
+    fov[:, :64] = 255
+    write_image(fov_masks / "eye.v1_mask.png", fov)
+    assert main(["measure", "--masks", str(masks), "--fov-masks", str(fov_masks), "--output", str(output)]) == 0
+    (row,) = read_csv(output / "biomarkers.csv")
+    assert row["image"] == "eye.v1" and int(row["fov_area_px2"]) == 96 * 64
+    assert int(row["vessel_area_px2"]) == (label[:, :64] > 0).sum()
+    (quality,) = read_csv(output / "quality.csv")
+    assert quality["fov_source"] == "mask file" and quality["exposure"] == ""
+    assert "vessel_area_mm2" not in row
+    assert (output / "figures" / "eye.v1.png").exists()
+    assert main(["measure", "--masks", str(tmp_path / "nowhere"), "--output", str(output)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
