@@ -60,11 +60,26 @@ def test_label_app_refuses_a_folder_that_is_not_a_bundle(tmp_path, capsys):
     assert "is not a bundle folder" in capsys.readouterr().err
 
 
-def test_server_command_is_offline_and_local():
-    command = server_command("apps/monaibundle", "studies", 8123)
-    joined = " ".join(command)
-    assert "--conf zoo_source ngc" in joined and "--conf sam2 false" in joined
+def test_server_command_serves_the_app_on_this_machine_only():
+    command = server_command("apps/iternet", "studies", 8123)
+    assert command[command.index("--app") + 1] == "apps/iternet"
     assert command[command.index("--host") + 1] == "127.0.0.1" and command[-1] == "8123"
+
+
+def test_label_app_writes_the_app_and_refuses_to_replace_an_installed_bundle(tmp_path, capsys):
+    from conftest import REPO
+
+    bundle = REPO / "bundles" / "iternet"
+    assert cli(["label-app", "--app-dir", str(tmp_path / "app"), "--bundle", str(bundle), "--studies", "s"]) == 0
+    printed = capsys.readouterr().out
+    assert " ".join(server_command(tmp_path / "app", "s", 8000)) in printed
+    assert "iternet_monai.monailabel_app import IterNetApp" in (tmp_path / "app" / "main.py").read_text()
+    installed = tmp_path / "app" / "model" / "iternet"
+    assert (installed / "configs" / "inference.json").is_file() and (installed / "models").is_dir()
+    (installed / "models" / "model.pt").write_bytes(b"fine-tuned weights")
+    assert cli(["label-app", "--app-dir", str(tmp_path / "app"), "--bundle", str(bundle)]) == 2
+    assert "exists; remove it" in capsys.readouterr().err
+    assert (installed / "models" / "model.pt").read_bytes() == b"fine-tuned weights"
 
 
 @pytest.mark.parametrize("missing", ["/no/such/folder"])
