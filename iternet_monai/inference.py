@@ -118,7 +118,9 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 class VesselMapWriter:
     """Ignite handler that writes, for every image an evaluator has segmented, ``<name>_prob.png`` (probability,
     8 bits), ``<name>_mask.png`` (the postprocessing's binary ``pred``, 0/255), ``<name>_overlay.png`` and, with
-    ``nifti``, ``<name>_prob.nii.gz`` (float32, Slicer's (W, H, 1) axis order), each atomically.
+    ``nifti``, ``<name>_prob.nii.gz`` (float32, Slicer's (W, H, 1) axis order), each atomically. With ``measure``,
+    the vessel biomarkers and quality of every mask too (:mod:`iternet_monai.measure`: ``biomarkers.csv``,
+    ``segments.csv``, ``quality.csv``, ``columns.json``, ``cohort.png`` and ``figures/<name>.png``).
 
     Ours: MONAI's ``SaveImaged`` writes one array per transform, not atomically, and names files by its own rule.
     An untrained network (``weights`` None) writes nothing unless ``allow_untrained``: its output would look like a
@@ -126,15 +128,29 @@ class VesselMapWriter:
     """
 
     def __init__(
-        self, output_dir: str | Path, nifti: bool = False, weights: str | None = None, allow_untrained: bool = False
+        self,
+        output_dir: str | Path,
+        nifti: bool = False,
+        weights: str | None = None,
+        allow_untrained: bool = False,
+        measure: bool = False,
+        mm_per_pixel: float | None = None,
+        overwrite: bool = False,
     ) -> None:
-        self.output_dir, self.nifti = Path(output_dir), nifti
+        self.output_dir, self.nifti, self.overwrite = Path(output_dir), nifti, overwrite
         self.write = weights is not None or allow_untrained
+        self.measure, self.mm_per_pixel = measure, mm_per_pixel
+        self.measured: list = []
         self.count = 0
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.COMPLETED, self.summary)
+        if self.write and self.measure:  # refuse before any work when an earlier run's tables are there
+            from .measure import check_outputs
+
+            names = [item["name"] for item in engine.data_loader.dataset.data]
+            check_outputs(self.output_dir, names, self.overwrite)
 
     def __call__(self, engine: Engine) -> None:
         for item, output in zip(engine.state.batch, engine.state.output):
@@ -157,8 +173,22 @@ class VesselMapWriter:
 
             with atomic_path(paths["nifti"]) as temporary:
                 nib.save(nib.Nifti1Image(prob[:, :, None].astype(np.float32), np.eye(4)), str(temporary))
+        if self.measure:
+            from .measure import figure_path, measure_image
+
+            photo_hw = np.round(photo.transpose(2, 1, 0) * 255).astype(np.uint8)
+            figure = figure_path(self.output_dir, name)
+            result = measure_image(
+                name, mask.T, photo=photo_hw, probability=prob.T, mm_per_pixel=self.mm_per_pixel, figure=figure
+            )
+            self.measured.append(result)
 
     def summary(self, engine: Engine) -> None:
+        if self.write and self.measured:
+            from .measure import write_results
+
+            write_results(self.measured, self.output_dir, self.mm_per_pixel)
+            logger.info(f"wrote the biomarkers and quality of {len(self.measured)} image(s) to {self.output_dir}")
         if self.write:
             logger.info(f"wrote the outputs of {self.count} image(s) to {self.output_dir}")
         else:

@@ -244,3 +244,21 @@ def test_readme_main_command_runs_from_any_folder_and_says_what_it_did(tmp_path)
         assert Image.open(tmp_path / "predictions" / "skimage_retina_overlay.png").size == (1411, 1411)
     else:
         assert "wrote nothing" in log and not (tmp_path / "predictions").exists()
+
+
+def test_measure_turns_photographs_into_the_biomarker_tables_and_refuses_to_replace_them(
+    drive, tmp_path, small_weights
+):
+    weights, _ = small_weights
+    shutil.copy(drive / "test" / "images" / "01_test.tif", tmp_path / "01_test.tif")
+    out = tmp_path / "out"
+    run_inference(dataset_dir=str(tmp_path), output_dir=str(out), ckpt_path=str(weights), measure=True)
+    for name in ("biomarkers.csv", "segments.csv", "quality.csv", "columns.json", "cohort.png", "figures/01_test.png"):
+        assert (out / name).is_file(), name
+    rows = (out / "biomarkers.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("01_test,")
+    stamp = (out / "biomarkers.csv").stat().st_mtime_ns
+    with pytest.raises(RuntimeError) as raised:
+        run_inference(dataset_dir=str(tmp_path), output_dir=str(out), ckpt_path=str(weights), measure=True)
+    assert "biomarkers.csv exists" in str(find_input_error(raised.value))
+    assert (out / "biomarkers.csv").stat().st_mtime_ns == stamp
