@@ -20,6 +20,7 @@ __all__ = [
     "losses",
     "metrics",
     "networks",
+    "training",
     "transforms",
     "__version__",
 ]
