@@ -220,6 +220,7 @@ class TrainingRun:
         self.stop_signal: int | None = None
         self.checkpointer: Checkpoint | None = None
         self._last_save = time.monotonic()
+        self._best_state: Callable[[], Any] = lambda: None
         self._best_at_save: Any = None
         self._previous_handlers: dict[int, Any] = {}
 
@@ -310,8 +311,8 @@ class TrainingRun:
         if self._resumed_state is not None:
             self._restore(trainer, {**to_save, "checkpointer": self.checkpointer})
         self._keep_earlier_outputs()
-        best_model = state.get("best_model")
-        self._best_state = best_model.state_dict if best_model is not None else (lambda: None)
+        if state.get("best_model") is not None:
+            self._best_state = state["best_model"].state_dict
         self._best_at_save = self._best_state()
         trainer.add_event_handler(Events.STARTED, self._started)
         trainer.add_event_handler(Events.EPOCH_STARTED, self._reseed)
@@ -321,12 +322,12 @@ class TrainingRun:
         self._install_signal_handlers()
         try:
             trainer.run()
-        except Exception:
+        except Exception as error:
             if self.stop_signal is None:
                 raise
             # A signal sent to the whole process group (a batch system's SIGTERM) also ends the data loader's
             # workers, and the next batch then fails; the state of the last complete step is still consistent.
-            logger.warning("the data loader's workers were stopped too: saving the state of the last complete step")
+            logger.warning(f"{error} (after the stop signal): saving the state of the last complete step")
             self.save(trainer)
         finally:
             self._restore_signal_handlers()
@@ -370,6 +371,7 @@ class TrainingRun:
         self._last_save = time.monotonic()
 
     def _reseed(self, engine: Engine) -> None:
+        """Seed the epoch's shuffling, augmentation and dropout from (seed, rank, the step the epoch starts at)."""
         seed = int(np.random.SeedSequence([self.seed, idist.get_rank(), engine.state.iteration]).generate_state(1)[0])
         torch.manual_seed(seed)
         np.random.seed(seed)
@@ -510,14 +512,11 @@ class TrainingProgress:
         self.last_log = time.monotonic()
         device = getattr(engine, "device", "cpu")
         self.device = torch.device(device).type if device is not None else "cpu"
-        loader = getattr(engine, "data_loader", None)
-        batch = getattr(loader, "batch_size", None)
-        left = self.total - state.iteration
+        self.patches = 0
         if _is_main_process():
             logger.info(
-                f"training on {self.device}: {state.max_epochs} epochs x {state.epoch_length} steps"
-                + (f" of {batch} images" if batch else "")
-                + f", {left} steps to go; the first step includes the data loader's start-up ..."
+                f"training on {self.device}: {state.max_epochs} epochs x {state.epoch_length} steps, "
+                f"{self.total - state.iteration} steps to go; the first step includes the data loader's start-up ..."
             )
 
     def _epoch_started(self, engine: Engine) -> None:
@@ -530,8 +529,13 @@ class TrainingProgress:
     def _step(self, engine: Engine) -> None:
         now = time.monotonic()
         if engine.state.iteration == self.first_iteration + 1:
+            batch = engine.state.batch
+            images = batch.get("image") if isinstance(batch, Mapping) else None
+            if isinstance(images, torch.Tensor):
+                self.patches = len(images)
             if _is_main_process():
-                logger.info(f"first step done in {_duration(now - self.previous)}")
+                size = f" ({self.patches} patches of {'x'.join(map(str, images.shape[2:]))})" if self.patches else ""
+                logger.info(f"first step{size} done in {_duration(now - self.previous)}")
         else:
             self.step_seconds += now - self.previous
             self.steps_timed += 1
@@ -560,9 +564,10 @@ class TrainingProgress:
             return
         per_step = self.step_seconds / self.steps_timed
         whole = self._left_seconds(engine)
+        rate = f" ({self.patches / per_step:.1f} patches/s)" if self.patches else ""
         message = (
-            f"speed on this {self.device}: {_duration(per_step)} per step; the {self.total - engine.state.iteration} "
-            f"steps left take about {_duration(whole)}, plus validation"
+            f"speed on this {self.device}: {_duration(per_step)} per step{rate}; the "
+            f"{self.total - engine.state.iteration} steps left take about {_duration(whole)}, plus validation"
         )
         if whole > 3600 and self.device == "cpu":
             message += (

@@ -262,7 +262,7 @@ def test_progress_at_once_and_sigterm_mid_epoch_then_a_resume_that_loses_nothing
         assert process.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     text = log.read_text()
     assert text.index("training run run-") < text.index("Loading dataset")  # said before the images load
-    assert text.index("training on cpu: 1 epochs x 40 steps") < text.index("saved ")
+    assert text.index("training on cpu: 1 epochs x 40 steps, 40 steps to go") < text.index("saved ")
     assert re.search(r"epoch 1/1 step \d+/40: loss [\d.]+; [\d.]+ s/step; epoch done in .*, training in ", text)
     (checkpoint,) = (tmp_path / "bundle" / "models").glob("*/checkpoint_iteration=*.pt")
     stopped_at = int(checkpoint.stem.split("=")[1])

@@ -214,9 +214,9 @@ def test_progress_from_the_first_step_with_an_estimate_and_the_advice_for_hours(
         synthetic_run(tmp_path / "fast", epochs=2, hook=attach_progress)
     lines = [r.getMessage() for r in caplog.records if r.name == "iternet_monai.training"]
     assert lines[0].startswith("training run run-") and "loading the images" in lines[2]
-    assert any(line.startswith("training on cpu: 2 epochs x 4 steps of 2 images, 8 steps to go") for line in lines)
-    assert any(line.startswith("first step done in") for line in lines)
-    assert any(line.startswith("speed on this cpu:") and "hours" not in line for line in lines)
+    assert any(line.startswith("training on cpu: 2 epochs x 4 steps, 8 steps to go") for line in lines)
+    assert any(line.startswith("first step (2 patches of 16x16) done in") for line in lines)
+    assert any(line.startswith("speed on this cpu:") and "patches/s)" in line and "hours" not in line for line in lines)
     assert any(line.startswith("epoch 1/2 step 3/4: loss ") and "training in" in line for line in lines)
     caplog.clear()
     clock = iter(range(0, 10**9, 1000))  # every reading of the clock is 1000 s later: a very slow device
