@@ -353,7 +353,8 @@ class TrainingRun:
                 f"{describe_weights(expected)}; resume with the network options of the run"
             )
         max_epochs = trainer.state.max_epochs
-        Checkpoint.load_objects({k: v for k, v in to_load.items() if k in content and k != "run"}, content)
+        restored = {k: v for k, v in to_load.items() if k in content and k != "run"}
+        Checkpoint.load_objects(restored, content)
         if max_epochs is not None and trainer.state.epoch > max_epochs:
             raise InputError(
                 f"{self.resume} is at epoch {trainer.state.epoch}, beyond the {max_epochs} epochs asked for: "
@@ -363,7 +364,7 @@ class TrainingRun:
         self._resumed_state = None  # the state now lives in the objects
         if _is_main_process():
             logger.info(
-                f"restored network, optimizer, trainer and best model from {self.resume}: iteration "
+                f"restored {', '.join(k for k in restored if k != 'checkpointer')} from {self.resume}: iteration "
                 f"{trainer.state.iteration}, epoch {trainer.state.epoch} of {max_epochs} completed"
             )
 
