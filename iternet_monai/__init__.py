@@ -24,6 +24,7 @@ __all__ = [
     "monailabel",
     "networks",
     "quality",
+    "training",
     "transforms",
     "__version__",
 ]

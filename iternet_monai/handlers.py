@@ -1,13 +1,14 @@
 """Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics` (as ``monai.handlers.ROCAUC`` wraps its metric),
-learning-rate logging to TensorBoard and a progress bar."""
+learning-rate logging to TensorBoard and the loss of a trainer's output. Training progress, checkpoints and
+validation during training: :mod:`iternet_monai.training`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import ProgressBar
 from monai.handlers import IgniteMetricHandler
 from torch.optim import Optimizer
 from torch.utils.tensorboard import SummaryWriter
@@ -22,7 +23,6 @@ __all__ = [
     "ClDice",
     "Betti0Error",
     "LearningRateLogger",
-    "TrainingProgressBar",
     "engine_loss",
 ]
 
@@ -122,12 +122,6 @@ class LearningRateLogger:
 
 
 def engine_loss(output: dict | list) -> float:
-    """The loss of a trainer's output, decollated (a list of dicts) or not."""
-    return float((output[0] if isinstance(output, list) else output)["loss"])
-
-
-class TrainingProgressBar(ProgressBar):
-    """Ignite's tqdm progress bar over each epoch's steps, showing the loss; attaches like a MONAI handler."""
-
-    def attach(self, engine: Engine) -> None:  # type: ignore[override]
-        super().attach(engine, output_transform=lambda output: {"loss": engine_loss(output)})
+    """The loss of a trainer's output, decollated (a list of dicts) or not, detached from the graph."""
+    loss = (output[0] if isinstance(output, list) else output)["loss"]
+    return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)

@@ -1,0 +1,592 @@
+"""Training a user can trust: nothing lost on a kill, a resume that remembers, progress from the first second.
+
+A training is a *run* with a name (its start time, e.g. ``run-20250114-093012``): its resumable checkpoints go to
+``<ckpt_dir>/<run>/`` and its TensorBoard logs to ``<output_dir>/<run>/``, so runs never mix and an old run's
+checkpoint is never picked up by mistake. ``<ckpt_dir>/model.pt`` (best validation metric) and ``model_final.pt``
+(the last epoch) are the bundle's models; a new run keeps those of an earlier run as dated copies before it replaces
+them. Every file is written atomically and an outdated checkpoint is removed only after its successor is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping, Sized
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
+from monai.data.utils import set_rnd, worker_init_fn
+from monai.handlers import CheckpointSaver, ValidationHandler
+
+from .checkpoints import CheckpointError, describe_weights, read_checkpoint
+from .errors import InputError
+from .files import atomic_path
+from .handlers import engine_loss
+
+__all__ = [
+    "default_num_workers",
+    "loader_worker_init",
+    "other_metrics",
+    "final_model_name",
+    "AtomicDiskSaver",
+    "AtomicCheckpointSaver",
+    "TrainingRun",
+    "TrainingValidation",
+    "TrainingProgress",
+]
+
+logger = logging.getLogger(__name__)
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Objects a resumable checkpoint must hold; the others (best model, checkpointer, run) are restored when present.
+REQUIRED_STATE = ("model", "optimizer", "trainer")
+
+
+def default_num_workers() -> int:
+    """Data loader worker processes for this machine: one core stays with the training process, at most 4
+    (``min(4, cores - 1)``; 0, i.e. loading in the training process, on one core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
+
+def loader_worker_init(worker_id: int) -> None:
+    """MONAI's data loader worker set-up, with Ctrl-C left to the training process: a terminal sends it to every
+    process, and a worker that dies of it would end the run before it saves its checkpoint. (SIGTERM stays: it
+    is how Python's multiprocessing stops workers at exit; :class:`TrainingRun` copes with workers it kills.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_init_fn(worker_id)
+
+
+def other_metrics(metrics: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The metric handlers other than the key metric (an evaluator's ``additional_metrics``)."""
+    return {name: handler for name, handler in metrics.items() if name != key}
+
+
+def final_model_name(validation_items: Sized) -> str:
+    """The file of the last epoch's network: ``model_final.pt`` beside the best-validated ``model.pt``, or
+    ``model.pt`` itself when there are no validation images (the last model is then the only one)."""
+    return "model_final.pt" if len(validation_items) else "model.pt"
+
+
+def _duration(seconds: float) -> str:
+    """``12.3 s``, ``3m 20s``, ``40h 2m``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _is_main_process() -> bool:
+    return idist.get_rank() == 0
+
+
+def _plain(value: Any) -> Any:
+    """A metric value as a Python number (a checkpoint must load with ``weights_only=True``)."""
+    return float(value) if isinstance(value, (np.generic, torch.Tensor)) else value
+
+
+class AtomicDiskSaver(DiskSaver):
+    """ignite's ``DiskSaver`` writing through :func:`~iternet_monai.files.atomic_path` (temporary file, fsync,
+    rename; readable by group and others as ignite's atomic mode makes it) and removing an outdated file only after
+    the new one is complete: ignite's ``Checkpoint`` asks for the removal first, so a kill between the two would
+    leave no checkpoint at all. ``filename`` fixes the name of every file written (MONAI's ``model.pt``)."""
+
+    def __init__(self, dirname: str | Path, filename: str | None = None) -> None:
+        super().__init__(dirname, atomic=True, create_dir=True, require_empty=False)
+        self.filename = filename
+        self._outdated: list[str] = []
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        filename = self.filename or filename
+        if idist.get_rank() == self.save_on_rank:
+            with atomic_path(self.dirname / filename) as temporary:
+                torch.save(checkpoint, temporary)
+                temporary.chmod(temporary.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)
+            for name in self._outdated:
+                if name != filename:
+                    (self.dirname / name).unlink(missing_ok=True)
+        self._outdated.clear()
+
+    def remove(self, filename: str) -> None:
+        self._outdated.append(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` writing through :class:`AtomicDiskSaver`. Its best score and file are part of
+    the training state (:meth:`state_dict`, with the validator's best metric), so a resumed run replaces
+    ``model.pt`` only by a better model. A run that ends in an error writes no final model: its resumable
+    checkpoint holds that state, and ``model_final.pt`` means the schedule was completed."""
+
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+        super().__init__(save_dir, save_dict, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler = AtomicDiskSaver(save_dir, checkpoint.save_handler.filename)
+        self._engine: Engine | None = None
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        self._engine = engine
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        raise e
+
+    def state_dict(self) -> dict:
+        saved = self._key_metric_checkpoint.state_dict()["_saved"] if self._key_metric_checkpoint else []
+        state = self._engine.state if self._engine is not None else None
+        return {
+            "_saved": [(_plain(priority), name) for priority, name in saved],
+            "best_metric": _plain(getattr(state, "best_metric", -1)),
+            "best_metric_epoch": int(getattr(state, "best_metric_epoch", -1)),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self._key_metric_checkpoint is not None:
+            self._key_metric_checkpoint.load_state_dict({"_saved": state_dict["_saved"]})
+        if self._engine is not None:
+            self._engine.state.best_metric = state_dict["best_metric"]
+            self._engine.state.best_metric_epoch = state_dict["best_metric_epoch"]
+
+
+def _dated_copy(path: Path) -> Path:
+    """Keep ``path`` under a name with its modification time (``model_20250114-093012.pt``): a hard link, or a
+    copy where the file system has none."""
+    stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+    target, number = path.with_name(f"{path.stem}_{stamp}{path.suffix}"), 1
+    while target.exists():
+        if target.samefile(path):
+            return target
+        number += 1
+        target = path.with_name(f"{path.stem}_{stamp}_{number}{path.suffix}")
+    try:
+        os.link(path, target)
+    except OSError:
+        shutil.copy2(path, target)
+    return target
+
+
+class TrainingRun:
+    """One training run: its folders, its resumable checkpoint, resuming, interruption and the random stream.
+
+    The resumable checkpoint (``<ckpt_dir>/<run>/checkpoint_iteration=N.pt``: network, optimizer, trainer, best
+    model and this run) is written by ignite's ``Checkpoint`` through :class:`AtomicDiskSaver` every
+    ``checkpoint_minutes`` (and every ``checkpoint_steps`` steps when set), after each validation that changed the
+    best model, at the end, and on SIGINT/SIGTERM, after which the run stops with status 128 + the signal (a
+    second signal ends it at once). ``resume`` continues a run in place: same name, same folders, the state of
+    every object restored. Each epoch's random stream (shuffling, augmentation, dropout) is derived from ``seed``,
+    the process rank and the step the epoch starts at, so a resumed run continues it instead of repeating the
+    first epochs' patches.
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str | Path,
+        output_dir: str | Path,
+        resume: str | Path | None = None,
+        name: str | None = None,
+        seed: int = 0,
+        checkpoint_minutes: float = 10.0,
+        checkpoint_steps: int = 0,
+    ) -> None:
+        self.ckpt_dir, self.output_dir = Path(ckpt_dir), Path(output_dir)
+        self.seed, self.checkpoint_steps = int(seed), int(checkpoint_steps or 0)
+        self.checkpoint_seconds = float(checkpoint_minutes or 0) * 60
+        self.resume = None if resume in (None, "", "None", "none") else Path(resume)
+        self._resumed_state: dict | None = None
+        if self.resume is not None:
+            self._resumed_state = read_checkpoint(self.resume)
+            missing = [key for key in REQUIRED_STATE if key not in self._resumed_state]
+            if missing:
+                raise CheckpointError(
+                    f"{self.resume}: not a training checkpoint (no {', '.join(missing)}); --resume takes a "
+                    "checkpoint_iteration=N.pt of a run (network weights alone cannot continue a training)"
+                )
+        self.name = self._choose_name(name)
+        self.stop_signal: int | None = None
+        self.checkpointer: Checkpoint | None = None
+        self._last_save = time.monotonic()
+        self._best_state: Callable[[], Any] = lambda: None
+        self._best_at_save: Any = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    def _choose_name(self, name: str | None) -> str:
+        if name not in (None, "", "None"):
+            name = str(name)
+            if not RUN_NAME.match(name):
+                raise InputError(f"run_name '{name}': use letters, digits, '.', '_' and '-' only")
+            if self.resume is None and self._holds_outputs(name):
+                raise InputError(
+                    f"run '{name}' already has outputs in {self.ckpt_dir / name} or {self.output_dir / name}: "
+                    "continue it with --resume <its checkpoint_iteration=N.pt>, or choose another --run_name"
+                )
+            return name
+        stored = (self._resumed_state or {}).get("run", {}).get("name")
+        if stored:
+            return str(stored)
+        name = datetime.now().strftime("run-%Y%m%d-%H%M%S") if _is_main_process() else ""
+        if _is_main_process():
+            base, number = name, 1
+            while self._holds_outputs(name):
+                number += 1
+                name = f"{base}-{number}"
+        return str(idist.broadcast(name, src=0)) if idist.get_world_size() > 1 else name
+
+    def _holds_outputs(self, name: str) -> bool:
+        return any(
+            folder.is_dir() and any(folder.iterdir()) for folder in (self.ckpt_dir / name, self.output_dir / name)
+        )
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where this run's resumable checkpoints go."""
+        return self.ckpt_dir / self.name
+
+    @property
+    def log_dir(self) -> str:
+        """This run's TensorBoard folder."""
+        return str(self.output_dir / self.name)
+
+    def state_dict(self) -> dict:
+        return {"name": self.name, "seed": self.seed}
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Nothing to restore: the name was read when the run was set up."""
+
+    def prepare(self) -> None:
+        """Say what this run is and where it writes, before the images are loaded (which can take minutes)."""
+        if not _is_main_process():
+            return
+        origin = f"continues from {self.resume}" if self.resume is not None else "a new run"
+        every = [f"every {self.checkpoint_seconds / 60:g} min"] if self.checkpoint_seconds else []
+        every += [f"every {self.checkpoint_steps} steps"] if self.checkpoint_steps else []
+        logger.info(f"training run {self.name}: {origin}")
+        logger.info(
+            f"resumable checkpoints: {self.checkpoint_dir} ({', '.join(every + ['after a new best model'])}, at the "
+            f"end and on Ctrl-C); best and final models: {self.ckpt_dir}; TensorBoard: {self.log_dir}"
+        )
+        logger.info("loading the images (a progress bar per dataset follows) ...")
+
+    def _keep_earlier_outputs(self) -> None:
+        """A new run keeps an earlier run's models as dated copies; a resumed run removes the temporary file an
+        interrupted checkpoint write left."""
+        if not _is_main_process():
+            return
+        if self.resume is None:
+            for product in ("model.pt", "model_final.pt"):
+                if (self.ckpt_dir / product).is_file():
+                    kept = _dated_copy(self.ckpt_dir / product)
+                    logger.info(f"{self.ckpt_dir / product} of an earlier training is kept as {kept}")
+        for leftover in self.checkpoint_dir.glob(".*.partial*"):
+            leftover.unlink(missing_ok=True)
+            logger.info(f"removed {leftover}, left by an interrupted checkpoint write")
+
+    def run(self, trainer: Engine, state: dict[str, Any]) -> None:
+        """Run ``trainer`` with resumable checkpoints of ``state`` (name -> object with ``state_dict``, e.g. the
+        network, optimizer, trainer and best-model saver), restoring them first when resuming. Raises
+        ``SystemExit(128 + signal)`` after a run stopped by SIGINT/SIGTERM, having saved its checkpoint."""
+        to_save = {**state, "run": self}
+        self.checkpointer = Checkpoint(
+            to_save,
+            AtomicDiskSaver(self.checkpoint_dir),
+            n_saved=1,
+            score_function=lambda engine: engine.state.iteration,
+            score_name="iteration",
+            include_self=True,
+        )
+        if self._resumed_state is not None:
+            self._restore(trainer, {**to_save, "checkpointer": self.checkpointer})
+        self._keep_earlier_outputs()
+        if state.get("best_model") is not None:
+            self._best_state = state["best_model"].state_dict
+        self._best_at_save = self._best_state()
+        trainer.add_event_handler(Events.STARTED, self._started)
+        trainer.add_event_handler(Events.EPOCH_STARTED, self._reseed)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._after_step)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._after_epoch)
+        trainer.add_event_handler(Events.COMPLETED, self.save)
+        self._install_signal_handlers()
+        try:
+            trainer.run()
+        except Exception as error:
+            if self.stop_signal is None:
+                raise
+            # A signal sent to the whole process group (a batch system's SIGTERM) also ends the data loader's
+            # workers, and the next batch then fails; the state of the last complete step is still consistent.
+            logger.warning(f"{error} (after the stop signal): saving the state of the last complete step")
+            self.save(trainer)
+        finally:
+            self._restore_signal_handlers()
+        if self.stop_signal is not None and trainer.state.iteration < trainer.state.epoch_length * (
+            trainer.state.max_epochs or 0
+        ):
+            name = signal.Signals(self.stop_signal).name
+            if _is_main_process():
+                logger.warning(
+                    f"stopped by {name} at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
+                    f"continue it: the same command with --resume '{self.checkpointer.last_checkpoint}'"
+                )
+            raise SystemExit(128 + self.stop_signal)
+
+    def _restore(self, trainer: Engine, to_load: dict[str, Any]) -> None:
+        content = self._resumed_state or {}
+        network = to_load["model"]
+        network = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+        expected, weights = network.state_dict(), content["model"]
+        if set(weights) != set(expected) or any(weights[k].shape != expected[k].shape for k in expected):
+            raise CheckpointError(
+                f"{self.resume}: the weights are for {describe_weights(weights)} but the network is "
+                f"{describe_weights(expected)}; resume with the network options of the run"
+            )
+        max_epochs = trainer.state.max_epochs
+        restored = {k: v for k, v in to_load.items() if k in content and k != "run"}
+        Checkpoint.load_objects(restored, content)
+        if max_epochs is not None and trainer.state.epoch > max_epochs:
+            raise InputError(
+                f"{self.resume} is at epoch {trainer.state.epoch}, beyond the {max_epochs} epochs asked for: "
+                "pass a larger --epochs to train longer"
+            )
+        trainer.state.max_epochs = max_epochs
+        self._resumed_state = None  # the state now lives in the objects
+        if _is_main_process():
+            logger.info(
+                f"restored {', '.join(k for k in restored if k != 'checkpointer')} from {self.resume}: iteration "
+                f"{trainer.state.iteration}, epoch {trainer.state.epoch} of {max_epochs} completed"
+            )
+
+    def _started(self, engine: Engine) -> None:
+        self._last_save = time.monotonic()
+
+    def _reseed(self, engine: Engine) -> None:
+        """Seed the epoch's shuffling, augmentation and dropout from (seed, rank, the step the epoch starts at)."""
+        seed = int(np.random.SeedSequence([self.seed, idist.get_rank(), engine.state.iteration]).generate_state(1)[0])
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        loader = getattr(engine, "data_loader", None)
+        if loader is not None and getattr(loader, "num_workers", 1) == 0:
+            set_rnd(loader.dataset, seed)  # workers are seeded from the torch seed above, the main process here
+
+    def _stop_requested(self) -> bool:
+        flag = 1 if self.stop_signal is not None else 0
+        if idist.get_world_size() > 1:  # every process must stop at the same step
+            flag = int(idist.all_reduce(flag, op="MAX"))
+            if flag and self.stop_signal is None:
+                self.stop_signal = signal.SIGTERM
+        return bool(flag)
+
+    def _after_step(self, engine: Engine) -> None:
+        if engine.state.iteration % engine.state.epoch_length == 0:
+            return  # the end of the epoch decides, after its validation
+        if self._stop_requested():
+            self.save(engine)
+            engine.terminate(skip_completed=True)
+        elif (self.checkpoint_steps and engine.state.iteration % self.checkpoint_steps == 0) or (
+            self.checkpoint_seconds and time.monotonic() - self._last_save >= self.checkpoint_seconds
+        ):
+            self.save(engine)
+
+    def _after_epoch(self, engine: Engine) -> None:
+        last = engine.state.epoch >= (engine.state.max_epochs or 0)
+        stop = self._stop_requested() and not last
+        elapsed = self.checkpoint_seconds and time.monotonic() - self._last_save >= self.checkpoint_seconds
+        if not last and (stop or elapsed or self._best_state() != self._best_at_save):
+            self.save(engine)
+        if stop:
+            engine.terminate(skip_completed=True)
+
+    def save(self, engine: Engine) -> None:
+        """Write the resumable checkpoint now (the previous one is removed once this one is complete)."""
+        if self.checkpointer is None:
+            raise RuntimeError("TrainingRun.save before TrainingRun.run")
+        self.checkpointer(engine)
+        self._last_save = time.monotonic()
+        self._best_at_save = self._best_state()
+        if _is_main_process():
+            logger.info(
+                f"saved {self.checkpointer.last_checkpoint} (epoch {engine.state.epoch}, step "
+                f"{(engine.state.iteration - 1) % engine.state.epoch_length + 1}/{engine.state.epoch_length})"
+            )
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            logger.info("not in the main thread: SIGINT/SIGTERM are left to the host application")
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        self._previous_handlers[signal.SIGCHLD] = signal.getsignal(signal.SIGCHLD)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_signal = signum
+        for other in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(other, signal.SIG_DFL)  # a second signal ends the process at once
+        # PyTorch's SIGCHLD handler raises wherever the process is when a worker dies (as it does when the
+        # signal went to the whole process group); the step in progress must finish, so a dead worker is only
+        # noticed at the next batch, which is never asked for.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if _is_main_process():
+            logger.warning(
+                f"{signal.Signals(signum).name}: stopping after this step with a checkpoint "
+                "(Ctrl-C again stops at once, without one)"
+            )
+
+
+class TrainingValidation(ValidationHandler):
+    """MONAI's ``ValidationHandler`` that validates with ``inferer`` (``make_inferer``'s ``auto``: the whole image
+    on a CPU, where a sliding window would cost more than the training between validations) and says how far it
+    is: when it starts, every ``progress_seconds`` and when it ends."""
+
+    def __init__(
+        self,
+        validator: Any,
+        interval: int,
+        inferer: Callable | None = None,
+        progress_seconds: float = 30.0,
+        epoch_level: bool = True,
+        exec_at_start: bool = False,
+    ) -> None:
+        super().__init__(interval, validator, epoch_level, exec_at_start)
+        self.inferer, self.progress_seconds = inferer, float(progress_seconds)
+        self._last_log = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        if self.inferer is not None:
+            self.validator.inferer = self.inferer
+        self.validator.add_event_handler(Events.ITERATION_COMPLETED, self._progress)
+
+    def __call__(self, engine: Engine) -> None:
+        images = len(self.validator.data_loader)
+        if _is_main_process():
+            logger.info(f"validating on {images} images (epoch {engine.state.epoch}) ...")
+        start = self._last_log = time.monotonic()
+        super().__call__(engine)
+        if _is_main_process():
+            logger.info(f"validation took {_duration(time.monotonic() - start)}")
+
+    def _progress(self, evaluator: Engine) -> None:
+        if time.monotonic() - self._last_log >= self.progress_seconds and _is_main_process():
+            self._last_log = time.monotonic()
+            logger.info(f"validation: image {evaluator.state.iteration}/{len(self.validator.data_loader)}")
+
+
+class TrainingProgress:
+    """Progress of a training in the log, readable in a terminal, a file or MONAI Label: the schedule at the
+    start, the speed measured over the first steps with an estimate of the whole run (and the advice to use a GPU
+    when that is hours on a CPU), then every ``interval_seconds`` the epoch, step, loss and time left. Ours:
+    ignite's ``ProgressBar`` draws a terminal bar per epoch and estimates nothing beyond it."""
+
+    def __init__(self, interval_seconds: float = 30.0, estimate_steps: int = 20) -> None:
+        self.interval_seconds, self.estimate_steps = float(interval_seconds), int(estimate_steps)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._step)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _started(self, engine: Engine) -> None:
+        state = engine.state
+        self.first_iteration, self.total = state.iteration, state.epoch_length * state.max_epochs
+        self.step_seconds = self.boundary_seconds = 0.0
+        self.steps_timed = self.boundaries = 0
+        self.estimated, self.previous, self.epoch_end = False, None, None
+        self.last_log = time.monotonic()
+        device = getattr(engine, "device", "cpu")
+        self.device = torch.device(device).type if device is not None else "cpu"
+        self.patches = 0
+        if _is_main_process():
+            logger.info(
+                f"training on {self.device}: {state.max_epochs} epochs x {state.epoch_length} steps, "
+                f"{self.total - state.iteration} steps to go; the first step includes the data loader's start-up ..."
+            )
+
+    def _epoch_started(self, engine: Engine) -> None:
+        now = time.monotonic()
+        if self.epoch_end is not None:
+            self.boundary_seconds += now - self.epoch_end
+            self.boundaries += 1
+        self.previous, self.epoch_end = now, None
+
+    def _step(self, engine: Engine) -> None:
+        now = time.monotonic()
+        if engine.state.iteration == self.first_iteration + 1:
+            batch = engine.state.batch
+            images = batch.get("image") if isinstance(batch, Mapping) else None
+            if isinstance(images, torch.Tensor):
+                self.patches = len(images)
+            if _is_main_process():
+                size = f" ({self.patches} patches of {'x'.join(map(str, images.shape[2:]))})" if self.patches else ""
+                logger.info(f"first step{size} done in {_duration(now - self.previous)}")
+        else:
+            self.step_seconds += now - self.previous
+            self.steps_timed += 1
+        self.previous = now
+        measured = self.steps_timed >= self.estimate_steps or (self.steps_timed >= 3 and self.step_seconds >= 30)
+        if not self.estimated and measured:
+            self._estimate(engine)
+        elif now - self.last_log >= self.interval_seconds and self.steps_timed:
+            self._report(engine)
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        self.epoch_end = time.monotonic()
+        if not self.estimated and self.steps_timed:
+            self._estimate(engine)
+
+    def _left_seconds(self, engine: Engine) -> float:
+        state = engine.state
+        steps_left = self.total - state.iteration
+        epochs_left = state.max_epochs - state.epoch
+        boundary = self.boundary_seconds / self.boundaries if self.boundaries else 0.0
+        return steps_left * self.step_seconds / self.steps_timed + epochs_left * boundary
+
+    def _estimate(self, engine: Engine) -> None:
+        self.estimated, self.last_log = True, time.monotonic()
+        if not _is_main_process():
+            return
+        per_step = self.step_seconds / self.steps_timed
+        whole = self._left_seconds(engine)
+        rate = f" ({self.patches / per_step:.1f} patches/s)" if self.patches else ""
+        message = (
+            f"speed on this {self.device}: {_duration(per_step)} per step{rate}; the "
+            f"{self.total - engine.state.iteration} steps left take about {_duration(whole)}, plus validation"
+        )
+        if whole > 3600 and self.device == "cpu":
+            message += (
+                ". That is hours on a CPU: a GPU trains this schedule in minutes (docs/benchmarks.md), "
+                "or shorten it with --epochs"
+            )
+        logger.info(message)
+
+    def _report(self, engine: Engine) -> None:
+        self.last_log = time.monotonic()
+        if not _is_main_process():
+            return
+        state = engine.state
+        step = (state.iteration - 1) % state.epoch_length + 1
+        per_step = self.step_seconds / self.steps_timed
+        loss_text = f" loss {engine_loss(engine.state.output):.4f};" if engine.state.output else ""
+        logger.info(
+            f"epoch {state.epoch}/{state.max_epochs} step {step}/{state.epoch_length}:{loss_text} "
+            f"{_duration(per_step)}/step; epoch done in {_duration((state.epoch_length - step) * per_step)}, "
+            f"training in {_duration(self._left_seconds(engine))}"
+        )

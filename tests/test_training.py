@@ -1,0 +1,241 @@
+"""Training runs that lose nothing: atomic checkpoints, kills, resumes, the random stream, progress, defaults.
+
+A small synthetic training (8 random images, random crops and flips, a network with dropout) runs MONAI's
+``SupervisedTrainer`` under :class:`~iternet_monai.training.TrainingRun` in a second; the bundle's end-to-end runs
+are in ``test_bundle.py``.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+from ignite.engine import Events
+
+from iternet_monai import training
+from iternet_monai.checkpoints import CheckpointError, read_checkpoint
+from iternet_monai.errors import InputError
+from iternet_monai.handlers import engine_loss
+from iternet_monai.training import TrainingProgress, TrainingRun, default_num_workers
+
+STEPS = 4  # steps per epoch: 8 images, 2 per batch
+
+
+def synthetic_run(folder: Path, epochs: int, resume: Path | None = None, hook=None, **options):
+    """Train the synthetic task under a TrainingRun in ``folder``; returns (run, network, batches seen), where a
+    batch is identified by the sum of its images."""
+    from monai.data import CacheDataset, DataLoader
+    from monai.engines import SupervisedTrainer
+    from monai.transforms import Compose, RandFlipd, RandSpatialCropd
+    from monai.utils import set_determinism
+
+    set_determinism(seed=0)
+    rng = np.random.default_rng(0)
+    items = [
+        {"image": rng.random((3, 24, 24), dtype=np.float32), "label": (rng.random((1, 24, 24)) > 0.5).astype("f4")}
+        for _ in range(2 * STEPS)
+    ]
+    keys = ["image", "label"]
+    augment = Compose([RandSpatialCropd(keys, (16, 16), random_size=False), RandFlipd(keys, prob=0.5)])
+    loader = DataLoader(CacheDataset(items, augment, progress=False), batch_size=2, shuffle=True, num_workers=0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Conv2d(8, 1, 1)
+    )
+    optimizer = torch.optim.Adam(network.parameters(), 1e-2)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=epochs,
+        epoch_length=STEPS,
+        train_data_loader=loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=torch.nn.BCEWithLogitsLoss(),
+        decollate=False,
+    )
+    batches: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: batches.append(float(e.state.batch["image"].sum())))
+    if hook is not None:
+        hook(trainer)
+    options = {"checkpoint_minutes": 0, **options}
+    run = TrainingRun(folder / "models", folder / "eval", resume=resume, **options)
+    run.prepare()
+    run.run(trainer, {"model": network, "optimizer": optimizer, "trainer": trainer})
+    return run, network, batches
+
+
+def checkpoints(run: TrainingRun) -> list[str]:
+    return sorted(p.name for p in run.checkpoint_dir.iterdir())
+
+
+def signal_at(iteration: int, signum: int = signal.SIGTERM):
+    def hook(trainer):
+        @trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+        def send(_):
+            os.kill(os.getpid(), signum)
+
+    return hook
+
+
+def test_a_resume_at_an_epoch_end_continues_exactly_as_an_uninterrupted_run(tmp_path):
+    _, whole, seen = synthetic_run(tmp_path / "a", epochs=3)
+    first, _, seen_first = synthetic_run(tmp_path / "b", epochs=1)
+    assert checkpoints(first) == [f"checkpoint_iteration={STEPS}.pt"]
+    _, resumed, seen_after = synthetic_run(
+        tmp_path / "b", epochs=3, resume=first.checkpoint_dir / f"checkpoint_iteration={STEPS}.pt"
+    )
+    assert seen_first + seen_after == seen  # the same shuffles and crops: the random stream continues
+    assert seen[STEPS : 2 * STEPS] != seen[:STEPS]
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_sigterm_mid_epoch_saves_that_step_and_the_resume_does_not_repeat_patches(tmp_path):
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)}
+    with pytest.raises(SystemExit) as stopped:
+        synthetic_run(tmp_path, epochs=2, hook=signal_at(3))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert {signum: signal.getsignal(signum) for signum in handlers} == handlers  # given back
+    folder = next((tmp_path / "models").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint_iteration=3.pt"]  # no step lost
+    assert read_checkpoint(folder / "checkpoint_iteration=3.pt")["trainer"]["iteration"] == 3
+    run, _, seen = synthetic_run(tmp_path, epochs=2, resume=folder / "checkpoint_iteration=3.pt")
+    assert run.checkpoint_dir == folder and checkpoints(run) == [f"checkpoint_iteration={2 * STEPS}.pt"]
+    assert len(seen) == 2 * STEPS - 3  # only the steps left
+    _, _, fresh = synthetic_run(tmp_path / "fresh", epochs=1)
+    assert not set(seen[: STEPS - 3]) & set(fresh[:3])  # the rest of epoch 1 is not a replay of its first steps
+
+
+SCRIPT = """
+import os, signal, sys, time
+from pathlib import Path
+import torch
+from ignite.engine import Events
+sys.path.insert(0, {tests!r})
+from test_training import synthetic_run
+{body}
+"""
+
+DIE_WHILE_SAVING = """
+real_save = torch.save
+
+def save_then_die(content, path, *args, **kwargs):
+    if "checkpoint_iteration=6" in str(path):  # half the file, then SIGKILL: nothing after this runs
+        with open(path, "wb") as handle:
+            handle.write(b"PK the first bytes of a checkpoint")
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_save(content, path, *args, **kwargs)
+
+torch.save = save_then_die
+synthetic_run(Path(sys.argv[1]), epochs=2, checkpoint_steps=3)
+"""
+
+SIGTERM_TWICE = """
+def hook(trainer):
+    @trainer.on(Events.ITERATION_COMPLETED(once=2))
+    def twice(_):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the first is handled here; the second ends the process before the step can finish
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+
+synthetic_run(Path(sys.argv[1]), epochs=2, hook=hook)
+"""
+
+
+def run_script(body: str, folder: Path) -> subprocess.CompletedProcess:
+    script = SCRIPT.format(tests=str(REPO / "tests"), body=body)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-c", script, str(folder)], env=env, capture_output=True, timeout=300)
+
+
+def test_a_second_signal_ends_the_process_at_once(tmp_path):
+    result = run_script(SIGTERM_TWICE, tmp_path)
+    assert result.returncode == -signal.SIGTERM, result.stderr.decode()[-3000:]
+    assert not list((tmp_path / "models").glob("*/*.pt"))  # killed before it could save
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_the_resume_works(tmp_path):
+    result = run_script(DIE_WHILE_SAVING, tmp_path)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-3000:]
+    folder = next((tmp_path / "models").iterdir())
+    names = sorted(p.name for p in folder.iterdir())
+    assert "checkpoint_iteration=3.pt" in names and "checkpoint_iteration=6.pt" not in names, names
+    assert [n for n in names if n.startswith(".checkpoint_iteration=6.pt.") and ".partial" in n], names
+    assert read_checkpoint(folder / "checkpoint_iteration=3.pt")["trainer"]["iteration"] == 3
+    run, _, seen = synthetic_run(tmp_path, epochs=2, resume=folder / "checkpoint_iteration=3.pt")
+    assert checkpoints(run) == [f"checkpoint_iteration={2 * STEPS}.pt"]  # the leftover is removed
+    assert len(seen) == 2 * STEPS - 3
+
+
+def test_new_runs_in_one_folder_get_their_own_folders_and_a_named_one_is_not_reused(tmp_path):
+    first, _, _ = synthetic_run(tmp_path, epochs=1)
+    before = {p: p.read_bytes() for p in first.checkpoint_dir.iterdir()}
+    second, _, _ = synthetic_run(tmp_path, epochs=1)
+    assert second.name != first.name and second.checkpoint_dir != first.checkpoint_dir
+    assert {p: p.read_bytes() for p in first.checkpoint_dir.iterdir()} == before
+    with pytest.raises(InputError, match=f"run '{first.name}' already has outputs"):
+        TrainingRun(tmp_path / "models", tmp_path / "eval", name=first.name)
+    with pytest.raises(InputError, match="run_name"):
+        TrainingRun(tmp_path / "models", tmp_path / "eval", name="../elsewhere")
+
+
+def test_a_bad_checkpoint_to_resume_fails_in_one_line_naming_it(tmp_path):
+    run, network, _ = synthetic_run(tmp_path, epochs=1)
+    good = run.checkpoint_dir / f"checkpoint_iteration={STEPS}.pt"
+    empty, truncated, weights = tmp_path / "empty.pt", tmp_path / "truncated.pt", tmp_path / "weights.pt"
+    empty.write_bytes(b"")
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    torch.save(network.state_dict(), weights)
+    for path, why in ((empty, "empty"), (truncated, "not a readable"), (weights, "not a training checkpoint")):
+        with pytest.raises(CheckpointError) as error:
+            TrainingRun(tmp_path / "models", tmp_path / "eval", resume=path)
+        assert str(error.value).startswith(str(path)) and why in str(error.value)
+        assert "\n" not in str(error.value)
+
+
+def test_a_checkpoint_beyond_the_epochs_asked_for_is_one_line(tmp_path):
+    run, _, _ = synthetic_run(tmp_path, epochs=2)
+    with pytest.raises(InputError, match="beyond the 1 epochs asked for: pass a larger --epochs"):
+        synthetic_run(tmp_path, epochs=1, resume=run.checkpoint_dir / f"checkpoint_iteration={2 * STEPS}.pt")
+
+
+def test_progress_from_the_first_step_with_an_estimate_and_the_advice_for_hours(tmp_path, caplog, monkeypatch):
+    def attach_progress(trainer):
+        TrainingProgress(interval_seconds=0, estimate_steps=3).attach(trainer)
+
+    with caplog.at_level(logging.INFO, logger="iternet_monai.training"):
+        synthetic_run(tmp_path / "fast", epochs=2, hook=attach_progress)
+    lines = [r.getMessage() for r in caplog.records if r.name == "iternet_monai.training"]
+    assert lines[0].startswith("training run run-") and "loading the images" in lines[2]
+    assert any(line.startswith("training on cpu: 2 epochs x 4 steps, 8 steps to go") for line in lines)
+    assert any(line.startswith("first step (2 patches of 16x16) done in") for line in lines)
+    assert any(line.startswith("speed on this cpu:") and "patches/s)" in line and "hours" not in line for line in lines)
+    assert any(line.startswith("epoch 1/2 step 3/4: loss ") and "training in" in line for line in lines)
+    caplog.clear()
+    clock = iter(range(0, 10**9, 1000))  # every reading of the clock is 1000 s later: a very slow device
+    monkeypatch.setattr(training.time, "monotonic", lambda: float(next(clock)))
+    with caplog.at_level(logging.INFO, logger="iternet_monai.training"):
+        synthetic_run(tmp_path / "slow", epochs=2, hook=attach_progress)
+    estimate = [r.getMessage() for r in caplog.records if r.getMessage().startswith("speed on this cpu")]
+    assert len(estimate) == 1 and "That is hours on a CPU: a GPU trains this schedule in minutes" in estimate[0]
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (3, 2), (8, 4), (64, 4)])
+def test_default_num_workers_leaves_a_core_to_the_training(monkeypatch, cores, workers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_num_workers() == workers
+
+
+def test_the_loss_is_read_without_a_warning():
+    loss = (torch.ones(3, requires_grad=True) * 2).sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert engine_loss({"loss": loss}) == 6.0
+        assert engine_loss([{"loss": loss}, {"loss": loss}]) == 6.0
