@@ -9,13 +9,13 @@ them. Every file is written atomically and an outdated checkpoint is removed onl
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import re
 import shutil
 import signal
-import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sized
@@ -32,13 +32,14 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.data.utils import set_rnd, worker_init_fn
 from monai.handlers import CheckpointSaver, ValidationHandler
 
-from .checkpoints import CheckpointError, describe_weights, read_checkpoint
+from .checkpoints import CheckpointError, describe_weights, read_checkpoint, save_atomic
 from .errors import InputError
-from .files import atomic_path
+from .files import atomic_write_text
 from .handlers import engine_loss
 
 __all__ = [
     "default_num_workers",
+    "seed_everything",
     "loader_worker_init",
     "other_metrics",
     "final_model_name",
@@ -56,11 +57,25 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 REQUIRED_STATE = ("model", "optimizer", "trainer")
 
 
-def default_num_workers() -> int:
+def default_num_workers(device: torch.device | str = "cpu") -> int:
     """Data loader worker processes for this machine: one core stays with the training process, at most 4
-    (``min(4, cores - 1)``; 0, i.e. loading in the training process, on one core)."""
+    (``min(4, cores - 1)``; 0, i.e. loading in the training process, on one core). On CUDA 0: the training
+    images are cached on the GPU and augmented there by a thread loader, which worker processes cannot share."""
+    if torch.device(device).type == "cuda":
+        return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, min(4, cores - 1))
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """MONAI's ``set_determinism(seed)``; unless ``deterministic``, cuDNN then picks its fastest kernels again
+    (``set_determinism`` turns benchmarking off), so runs repeat their data and augmentation but not every last
+    bit of GPU arithmetic."""
+    from monai.utils import set_determinism
+
+    set_determinism(seed=seed)
+    if not deterministic:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
 
 
 def loader_worker_init(worker_id: int) -> None:
@@ -101,8 +116,8 @@ def _plain(value: Any) -> Any:
 
 
 class AtomicDiskSaver(DiskSaver):
-    """ignite's ``DiskSaver`` writing through :func:`~iternet_monai.files.atomic_path` (temporary file, fsync,
-    rename; readable by group and others as ignite's atomic mode makes it) and removing an outdated file only after
+    """ignite's ``DiskSaver`` writing through :func:`~iternet_monai.checkpoints.save_atomic` (temporary file, fsync,
+    rename) and removing an outdated file only after
     the new one is complete: ignite's ``Checkpoint`` asks for the removal first, so a kill between the two would
     leave no checkpoint at all. ``filename`` fixes the name of every file written (MONAI's ``model.pt``)."""
 
@@ -114,9 +129,7 @@ class AtomicDiskSaver(DiskSaver):
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         filename = self.filename or filename
         if idist.get_rank() == self.save_on_rank:
-            with atomic_path(self.dirname / filename) as temporary:
-                torch.save(checkpoint, temporary)
-                temporary.chmod(temporary.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)
+            save_atomic(checkpoint, self.dirname / filename)
             for name in self._outdated:
                 if name != filename:
                     (self.dirname / name).unlink(missing_ok=True)
@@ -299,6 +312,9 @@ class TrainingRun:
         """Run ``trainer`` with resumable checkpoints of ``state`` (name -> object with ``state_dict``, e.g. the
         network, optimizer, trainer and best-model saver), restoring them first when resuming. Raises
         ``SystemExit(128 + signal)`` after a run stopped by SIGINT/SIGTERM, having saved its checkpoint."""
+        if getattr(trainer, "amp_kwargs", {}).get("dtype") == torch.bfloat16 and getattr(trainer, "scaler", None):
+            # bf16 needs no loss scaling, and GradScaler's inf check waits for the GPU at every step
+            trainer.scaler = torch.amp.GradScaler("cuda", enabled=False)
         to_save = {**state, "run": self}
         self.checkpointer = Checkpoint(
             to_save,
@@ -495,17 +511,33 @@ class TrainingProgress:
     when that is hours on a CPU), then every ``interval_seconds`` the epoch, step, loss and time left. Ours:
     ignite's ``ProgressBar`` draws a terminal bar per epoch and estimates nothing beyond it."""
 
-    def __init__(self, interval_seconds: float = 30.0, estimate_steps: int = 20) -> None:
+    def __init__(
+        self,
+        interval_seconds: float = 30.0,
+        estimate_steps: int = 20,
+        time_budget_minutes: float | None = None,
+        stats_file: str | Path | None = None,
+        validator: Engine | None = None,
+    ) -> None:
         self.interval_seconds, self.estimate_steps = float(interval_seconds), int(estimate_steps)
+        self.budget = None if time_budget_minutes is None else 60.0 * float(time_budget_minutes)
+        self.stats_file = None if stats_file is None else Path(stats_file)
+        self.validator = validator
+        self.planned_epochs: int | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._step)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._keep_to_budget)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write_stats)
+        engine.add_event_handler(Events.COMPLETED, self._write_stats)
 
     def _started(self, engine: Engine) -> None:
         state = engine.state
+        self.started_at, self.start_ts = time.monotonic(), time.time()
+        self.planned_epochs = self.planned_epochs or state.max_epochs
         self.first_iteration, self.total = state.iteration, state.epoch_length * state.max_epochs
         self.step_seconds = self.boundary_seconds = 0.0
         self.steps_timed = self.boundaries = 0
@@ -576,6 +608,58 @@ class TrainingProgress:
                 "or shorten it with --epochs"
             )
         logger.info(message)
+
+    def _keep_to_budget(self, engine: Engine) -> None:
+        """With a time budget: once the speed is measured, train the most epochs that fit (same everything else),
+        re-checked after every epoch, so that validations are counted once they have run."""
+        state = engine.state
+        if self.budget is None or not self.steps_timed or state.epoch >= state.max_epochs:
+            return
+        per_step = self.step_seconds / self.steps_timed
+        per_epoch = state.epoch_length * per_step + (self.boundary_seconds / self.boundaries if self.boundaries else 0)
+        left = self.budget - (time.monotonic() - self.started_at)
+        fits = state.epoch + max(0, int(left // per_epoch))
+        if fits < state.max_epochs:
+            state.max_epochs = max(state.epoch, fits)
+            self.total = state.epoch_length * state.max_epochs
+            if _is_main_process():
+                logger.warning(
+                    f"time budget of {_duration(self.budget)}: training {state.max_epochs} of the "
+                    f"{self.planned_epochs} planned epochs ({_duration(per_epoch)} per epoch here); everything else "
+                    "is unchanged"
+                )
+
+    def stats(self, engine: Engine) -> dict:
+        """The schedule and progress so far: what MONAI Label shows in 3D Slicer's progress bar, and what a GPU run
+        records of the schedule it ran."""
+        state = engine.state
+        elapsed = time.monotonic() - self.started_at
+        per_step = self.step_seconds / self.steps_timed if self.steps_timed else None
+        done = state.epoch >= state.max_epochs
+        stats = {
+            "epoch": state.epoch,
+            "total_epochs": state.max_epochs,
+            "planned_epochs": self.planned_epochs,
+            "epoch_length": state.epoch_length,
+            "iteration": state.iteration,
+            "start_ts": int(self.start_ts),
+            "total_time" if done else "current_time": _duration(elapsed),
+            "seconds": round(elapsed, 1),
+            "seconds_per_step": per_step,
+            "patches_per_second": self.patches / per_step if per_step and self.patches else None,
+            "device": self.device,
+        }
+        validator_state = getattr(self.validator, "state", None)
+        if validator_state is not None and getattr(validator_state, "best_metric", -1) != -1:
+            stats["best_metric"] = float(validator_state.best_metric)
+            stats["best_metric_epoch"] = int(validator_state.best_metric_epoch)
+            stats["key_metric_name"] = validator_state.key_metric_name
+        return stats
+
+    def _write_stats(self, engine: Engine) -> None:
+        if self.stats_file is not None and _is_main_process():
+            self.stats_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.stats_file, json.dumps(self.stats(engine), indent=1) + "\n")
 
     def _report(self, engine: Engine) -> None:
         self.last_log = time.monotonic()

@@ -119,7 +119,10 @@ def test_training_writes_checkpoints_and_tensorboard(trained):
 
     events = EventAccumulator(str(tmp / "eval" / run.name), size_guidance={"images": 0}).Reload()
     assert {"train_loss", "learning_rate", "val_auc", "val_f1", "val_connectivity"} <= set(events.Tags()["scalars"])
-    assert events.Tags()["images"]
+    tags = ["validation/photograph", "validation/label", "validation/vessel_probability"]
+    assert sorted(events.Tags()["images"]) == sorted(tags)
+    for tag in tags:  # the photograph's orientation: DRIVE photographs are 565 wide and 584 high
+        assert (events.Images(tag)[0].width, events.Images(tag)[0].height) == (565, 584), tag
     assert "val_auc" in result.stdout
     assert "Converting a tensor with requires_grad=True" not in result.stderr
 

@@ -5,6 +5,7 @@ A small synthetic training (8 random images, random crops and flips, a network w
 are in ``test_bundle.py``.
 """
 
+import json
 import logging
 import os
 import signal
@@ -239,3 +240,22 @@ def test_the_loss_is_read_without_a_warning():
         warnings.simplefilter("error")
         assert engine_loss({"loss": loss}) == 6.0
         assert engine_loss([{"loss": loss}, {"loss": loss}]) == 6.0
+
+
+def test_a_time_budget_trains_the_most_epochs_that_fit_and_records_the_schedule(tmp_path, monkeypatch):
+    """Every reading of the clock is 1 s later, so each step "takes" about a second: a budget of 1 minute holds
+    about 15 of the 40 planned epochs of 4 steps; the stats file records what ran."""
+    stats_file = tmp_path / "eval" / "train_stats.json"
+    progress = TrainingProgress(interval_seconds=10**6, estimate_steps=3, time_budget_minutes=1, stats_file=stats_file)
+    clock = iter(range(10**9))
+    monkeypatch.setattr(training.time, "monotonic", lambda: float(next(clock)))
+    _, _, batches = synthetic_run(tmp_path, epochs=40, hook=progress.attach)
+    stats = json.loads(stats_file.read_text())
+    assert stats["planned_epochs"] == 40 and 5 <= stats["total_epochs"] < 40
+    assert stats["epoch"] == stats["total_epochs"] and len(batches) == STEPS * stats["total_epochs"]
+    assert stats["seconds"] <= 60 + 2 * STEPS * 5  # within the budget, give or take an epoch of clock readings
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_no_worker_processes_on_cuda_where_the_cached_images_are_augmented_on_the_gpu(device):
+    assert default_num_workers(device) == 0
