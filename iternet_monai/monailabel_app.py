@@ -10,9 +10,9 @@ do by itself, because MONAI Label gives a bundle no hook there:
 - the label map's values are named (``vessel`` = 1) while the bundle's output has one channel;
 - one Train press runs one training (3D Slicer sends ``run_id: ""``, which would run ``train.json`` twice);
 - training follows the shape of the weights it fine-tunes, skips bad labels with a warning naming each, validates
-  the starting weights first so ``model.pt`` is replaced only by a model at least as good on the same validation
-  images (the previous one is kept in ``models/previous/``), fits minutes on a CPU, and reports its progress to
-  Slicer's progress bar.
+  the starting weights first so ``model.pt`` is replaced only by a better model on the same validation images (the
+  bundle's training keeps the previous one as ``models/model_<its date>.pt``), fits minutes on a CPU, and reports
+  its progress to Slicer's progress bar (the bundle's ``train_stats.json``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +46,8 @@ logger = logging.getLogger(__name__)
 BUNDLE_NAME = "iternet"
 # The values of the label map the bundle returns and trains on.
 LABELS = {"vessel": 1}
-# The file, under the bundle's output folder, where training writes the progress Slicer's bar reads.
-STATS_FILE = "train_stats.json"
+# Where the bundle's training writes its progress (train.json's stats_file), which Slicer's progress bar reads.
+STATS_FILE = Path("eval") / "train_stats.json"
 
 
 class VesselDatastore(LocalDatastore):
@@ -83,25 +81,12 @@ class VesselTrainTask(BundleTrainTask):
     """MONAI Label's bundle training on the bundle's ``train.json``, made safe and practical (module docstring)."""
 
     def __call__(self, request: dict, datastore) -> dict:
-        request = {**request, "run_id": request.get("run_id") or "run"}
-        self.keep_previous_weights(request)
-        return super().__call__(request, datastore)
+        return super().__call__({**request, "run_id": request.get("run_id") or "run"}, datastore)
 
     def config(self) -> dict[str, Any]:
         options = super().config()
         options["model_filename"] = ["model.pt"]
         return options
-
-    def keep_previous_weights(self, request: dict) -> Path | None:
-        """Copy ``models/model.pt`` to ``models/previous/model-<time>.pt`` (outside MONAI Label's model list)."""
-        weights = Path(self.bundle_path) / "models" / "model.pt"
-        if not weights.is_file():
-            return None
-        copy = weights.parent / "previous" / f"model-{time.strftime('%Y%m%d-%H%M%S')}.pt"
-        copy.parent.mkdir(exist_ok=True)
-        shutil.copy2(weights, copy)
-        logger.info(f"kept the previous weights as {copy}")
-        return copy
 
     def _fetch_datalist(self, request: dict, datastore) -> list[dict]:
         items = super()._fetch_datalist(request, datastore)
@@ -113,8 +98,8 @@ class VesselTrainTask(BundleTrainTask):
         return good
 
     def _update_overrides(self, overrides: dict) -> dict:
-        """The fine-tuning schedule, the network shape of the weights, validation of the starting weights and the
-        progress file."""
+        """The fine-tuning schedule, the network shape of the weights and validation of the starting weights (so
+        that ``model.pt`` is replaced only by a better model)."""
         weights = Path(self.bundle_path) / "models" / "model.pt"
         if weights.is_file():
             try:
@@ -130,16 +115,15 @@ class VesselTrainTask(BundleTrainTask):
         if validation == []:
             logger.warning(
                 "nothing to validate on (too few labelled images for val_split): model.pt will be the last epoch's "
-                "model; the previous weights are kept in models/previous/"
+                "model; the previous one is kept as models/model_<its date>.pt"
             )
         for handler in overrides.get(self.const.key_train_handlers(), []):
-            if isinstance(handler, dict) and handler.get("_target_") == "ValidationHandler":
+            if isinstance(handler, dict) and handler.get("_target_") == "iternet_monai.training.TrainingValidation":
                 handler["exec_at_start"] = True
-        overrides["stats_file"] = str(Path(self.bundle_path) / "eval" / STATS_FILE)
         return overrides
 
     def stats(self) -> dict[str, Any]:
-        path = Path(self.bundle_path) / "eval" / STATS_FILE
+        path = Path(self.bundle_path) / STATS_FILE
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):

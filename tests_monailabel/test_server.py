@@ -1,8 +1,10 @@
-"""Integration test against a real MONAI Label 0.8.5 server (``tox -e monailabel``): the bundle in the monaibundle
-app, inference, a corrected label through the datastore, one epoch of training, and bad requests."""
+"""Integration test against a real MONAI Label 0.8.5 server (``tox -e monailabel``): the app of ``label-app`` with
+the bundle, and 3D Slicer's requests replayed over REST: next sample, inference, a label saved as Slicer writes it
+(NIfTI), training with Slicer's exact request body, inference with the new weights; bad requests; nothing lost."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -12,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import requests
@@ -23,7 +26,7 @@ from iternet_monai.networks import IterNet
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ITERNET_SHARED_DATA", REPO.parent / "shared" / "data"))
-IMAGES = ("21_training", "22_training")
+IMAGES = ("21_training", "22_training", "23_training")
 
 
 def drive() -> Path:
@@ -42,23 +45,32 @@ def free_port() -> int:
 
 
 def small_bundle(bundle: Path) -> None:
-    """A small network (random weights: no trained ones exist) and in-process data loading, for a CPU test."""
+    """A small network (random weights: the test checks the plumbing, not the segmentation) for a CPU test."""
     for name in ("train.json", "inference.json"):
         path = bundle / "configs" / name
         config = json.loads(path.read_text())
         config["network_def"]["features"] = 4
-        config["num_workers"] = 0
         path.write_text(json.dumps(config, indent=1))
-    (bundle / "models").mkdir(exist_ok=True)
     torch.manual_seed(0)
-    torch.save(IterNet(features=4).state_dict(), bundle / "models" / "model.pt")
+    torch.save({k: v.half() for k, v in IterNet(features=4).state_dict().items()}, bundle / "models" / "model.pt")
+
+
+def slicer_label(truth: np.ndarray) -> bytes:
+    """A labelmap as 3D Slicer saves it for a photograph: NIfTI (W, H, 1), int16, LPS flipped to RAS, vessel 1."""
+    image = nib.Nifti1Image(truth.T[:, :, None].astype(np.int16), np.diag([-1.0, -1.0, 1.0, 1.0]))
+    return gzip.compress(image.to_bytes())
+
+
+def slicer_params(config: dict) -> dict:
+    """What Slicer's options panel sends: every option's default, the first choice of a list."""
+    return {key: value[0] if isinstance(value, list) and value else value for key, value in config.items()}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = drive()
     tmp = tmp_path_factory.mktemp("monailabel")
-    app = setup_app(tmp / "apps", REPO / "bundles" / "iternet")
+    app = setup_app(tmp / "app", REPO / "bundles" / "iternet")
     bundle = app / "model" / "iternet"
     small_bundle(bundle)
     raw = tmp / "raw"
@@ -67,13 +79,14 @@ def server(tmp_path_factory):
         shutil.copy(data / "training" / "images" / f"{stem}.tif", raw)
     convert_studies(raw, tmp / "studies")
     port = free_port()
-    log = open(tmp / "server.log", "w")
+    log_path = tmp / "server.log"
+    log = open(log_path, "w")
     process = subprocess.Popen(server_command(app, tmp / "studies", port), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"MONAI Label exited with {process.returncode}:\n{(tmp / 'server.log').read_text()[-4000:]}")
+            pytest.fail(f"MONAI Label exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
             if requests.get(f"{url}/info/", timeout=5).status_code == 200:
                 break
@@ -81,8 +94,8 @@ def server(tmp_path_factory):
             time.sleep(1)
     else:
         process.kill()
-        pytest.fail(f"MONAI Label did not answer in 180 s:\n{(tmp / 'server.log').read_text()[-4000:]}")
-    yield url, bundle, data, process
+        pytest.fail(f"MONAI Label did not answer in 180 s:\n{log_path.read_text()[-4000:]}")
+    yield url, bundle, data, process, log_path
     process.terminate()
     try:
         process.wait(timeout=30)
@@ -91,67 +104,101 @@ def server(tmp_path_factory):
     log.close()
 
 
-def test_info_lists_a_2d_vessel_model(server):
+def test_info_lists_a_2d_vessel_model_with_one_mode_and_overlap(server):
     url, *_ = server
-    model = requests.get(f"{url}/info/", timeout=30).json()["models"]["iternet"]
+    info = requests.get(f"{url}/info/", timeout=30).json()
+    model = info["models"]["iternet"]
     assert model["dimension"] == 2
     assert model["labels"] == {"vessel": 1}
-    assert model["config"]["sw_overlap"] == 0.75 and model["config"]["mode"] == "auto"
+    assert model["config"]["mode"] == "auto" and model["config"]["sw_overlap"] == 0.9765625
+    assert model["config"]["tta"] is False
+    assert info["trainers"]["iternet"]["config"]["model_filename"] == ["model.pt"]
 
 
-def test_infer_returns_a_binary_label_of_the_image_size(server):
-    url, *_ = server
+def test_slicer_flow_next_sample_infer_save_a_nifti_label_train_once_and_infer_with_the_new_weights(server):
+    url, bundle, data, _, log_path = server
+    sample = requests.post(f"{url}/activelearning/first", json={}, timeout=60)
+    assert sample.status_code == 200, sample.text[:2000]
+    assert sample.json()["id"] in IMAGES
+
     response = requests.post(f"{url}/infer/iternet?image={IMAGES[0]}&output=image", timeout=300)
     assert response.status_code == 200, response.text[:2000]
     label = Image.open(io.BytesIO(response.content))
     assert label.size == (565, 584)
     assert set(np.unique(np.asarray(label)).tolist()) <= {0, 1}
 
-
-def test_corrected_labels_and_one_epoch_of_training_rewrite_the_model(server):
-    url, bundle, data, _ = server
     for stem in IMAGES:
-        truth = (np.asarray(Image.open(data / "training" / "1st_manual" / f"{stem[:2]}_manual1.gif")) > 0).astype(
-            np.uint8
-        )
-        buffer = io.BytesIO()
-        Image.fromarray(truth).save(buffer, format="PNG")
+        truth = np.asarray(Image.open(data / "training" / "1st_manual" / f"{stem[:2]}_manual1.gif")) > 0
         response = requests.put(
             f"{url}/datastore/label?image={stem}&tag=final",
-            files={"label": (f"{stem}.png", buffer.getvalue(), "image/png")},
+            files={"label": ("label.nii.gz", slicer_label(truth), "application/octet-stream")},
+            data={"params": json.dumps({"label_info": [{"name": "vessel", "idx": 1}]})},
             timeout=60,
         )
         assert response.status_code == 200, response.text[:2000]
     labels = requests.get(f"{url}/datastore/?output=all", timeout=30).json()
     assert all("final" in labels["objects"][stem]["labels"] for stem in IMAGES)
-    model = bundle / "models" / "model.pt"
-    before = torch.load(model, weights_only=True)
-    stamp = model.stat().st_mtime
-    response = requests.post(
-        f"{url}/train/iternet?run_sync=true",
-        timeout=900,
-        json={"max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False},
-    )
+
+    models = bundle / "models"
+    before = torch.load(models / "model.pt", weights_only=True)
+    runs_before = log_path.read_text().count("training run run-")
+    config = requests.get(f"{url}/info/", timeout=30).json()["trainers"]["iternet"]["config"]
+    body = slicer_params(config)
+    assert body["run_id"] == "" and body["max_epochs"] == 50  # what Slicer sends
+    body["device"] = "cpu"
+    response = requests.post(f"{url}/train/iternet?run_sync=true", json=body, timeout=1200)
     assert response.status_code == 200, response.text[:2000]
-    assert model.stat().st_mtime > stamp
-    after = torch.load(model, weights_only=True)
-    net = IterNet(features=4)
-    net.load_state_dict(after)
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    log = log_path.read_text()
+    assert log.count("training run run-") == runs_before + 1, log[-4000:]  # one Train press, one training
+    assert "Traceback" not in log[log.index("training run run-") :], log[-4000:]
+
+    stats = requests.get(f"{url}/info/", timeout=30).json()["train_stats"]["iternet"]
+    assert stats["epoch"] == stats["total_epochs"] == 50 and "total_time" in stats
+    earlier = [p for p in models.glob("model_*.pt") if p.name != "model_final.pt"]
+    assert earlier, sorted(p.name for p in models.iterdir())  # the previous weights are kept
+    kept = torch.load(earlier[0], weights_only=True)
+    assert all(torch.equal(before[k], kept[k]) for k in before)
+    assert not [p for p in models.glob("*.pt") if "checkpoint" in p.name]  # checkpoints stay out of the model list
+
+    response = requests.post(f"{url}/infer/iternet?image={IMAGES[1]}&output=image", timeout=300)
+    assert response.status_code == 200, response.text[:2000]
 
 
-def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, tmp_path):
-    url, _, _, process = server
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_bad_requests_get_4xx_naming_the_input_and_the_server_keeps_serving(server):
+    url, _, data, process, _ = server
+    photo = np.asarray(Image.open(data / "training" / "images" / f"{IMAGES[0]}.tif"))
+
     response = requests.post(f"{url}/infer/iternet?image=no_such_image&output=image", timeout=60)
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
+    assert response.status_code == 404 and "no_such_image" in response.text, response.text[:500]
+    uploads = {
+        415: ("notes.png", b"not an image"),
+        413: ("huge.png", png(np.zeros((4200, 4200, 3), np.uint8))),
+    }
+    for status, upload in uploads.items():
+        response = requests.post(f"{url}/infer/iternet?output=image", files={"file": upload}, timeout=120)
+        assert response.status_code == status, (status, response.status_code, response.text[:500])
+        assert "tmp" not in response.json()["detail"]  # not the server's temporary file name
     response = requests.post(
-        f"{url}/infer/iternet?output=image", files={"file": ("notes.png", b"not an image")}, timeout=60
+        f"{url}/infer/iternet?output=image", files={"file": ("redfree.png", png(photo[..., 1]))}, timeout=120
     )
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
+    assert response.status_code == 415 and "grayscale" in response.text, response.text[:500]
+
+    label = png((photo[..., 1] > 100).astype(np.uint8))
+    response = requests.put(f"{url}/datastore/label?image=no_such_image&tag=final", files={"label": ("l.png", label)})
+    assert response.status_code == 404 and "no_such_image" in response.text, response.text[:500]
+    response = requests.put(
+        f"{url}/datastore/label?image={IMAGES[2]}&tag=final", files={"label": ("l.png", b"not an image")}
+    )
+    assert response.status_code == 415 and IMAGES[2] in response.text, response.text[:500]
+    small = png(np.zeros((100, 120), np.uint8))
+    response = requests.put(f"{url}/datastore/label?image={IMAGES[2]}&tag=final", files={"label": ("l.png", small)})
+    assert response.status_code == 422 and "120x100" in response.text, response.text[:500]
+
     assert process.poll() is None
     assert requests.get(f"{url}/info/", timeout=30).status_code == 200
-
-
-def test_server_stops_by_pid(server):
-    *_, process = server
-    assert process.pid > 0 and process.poll() is None
