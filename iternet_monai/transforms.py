@@ -9,6 +9,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import (
     EnsureChannelFirstd,
     LoadImaged,
@@ -26,6 +27,7 @@ __all__ = [
     "source_name",
     "CheckFundusd",
     "FieldOfViewd",
+    "derive_field_of_view",
     "RandSaturationd",
     "fundus_loading",
 ]
@@ -76,29 +78,87 @@ class CheckFundusd(MapTransform):
         return d
 
 
-class FieldOfViewd(MapTransform):
-    """Binarise the field-of-view mask at 0.5, or derive it from the image when the item has none.
+# Field-of-view derivation (see derive_field_of_view); on [0, 1] images.
+FOV_MEDIAN_SIZE = 5  # median filter (pixels) against sensor noise and JPEG blocks
+FOV_MIN_MARGIN = 0.02  # threshold at least this far above the background level (5 of 255)
+FOV_NOISE_FACTOR = 6.0  # ... and this many robust standard deviations of the background noise above it
+FOV_SURROUND_LEVEL = 0.1  # a darker Otsu class brighter than this is not a surround: the whole image is the FoV
+FOV_OPENING = 0.01  # opening disc radius as a fraction of the shorter image side (cuts bridges to noise)
 
-    Derivation is the paper's "simple colour thresholding": channel mean above ``threshold`` (on [0, 1] images),
-    holes filled. On DRIVE's test images it disagrees with the official masks on 0.3% of pixels at 0.05.
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
+
+
+def _disc_opening(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Binary opening by a Euclidean disc, through distance transforms (exact discs of any radius, at the cost of
+    two distance transforms instead of a large structuring element)."""
+    eroded = ndimage.distance_transform_edt(mask) > radius
+    return ndimage.distance_transform_edt(~eroded) <= radius
+
+
+def derive_field_of_view(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """The field of view of a fundus photograph ``(C, ...)`` in [0, 1] as one disc-shaped region, and how it was
+    found (recorded by evaluation).
+
+    The mean of the channels is median-filtered; Otsu's threshold splits it into a dark surround and the fundus; the
+    threshold is the surround's level (median of the dark class) plus max(0.02, 6 robust standard deviations of
+    its noise), at most halfway to Otsu's; the result is opened with a disc of 1% of the shorter side, reduced to
+    its largest component and its holes filled. Without a dark surround (the darker class brighter than 0.1) the
+    whole image is the FoV. Ours: MONAI's ``ForegroundMask`` thresholds but keeps every noise island.
     """
+    from skimage.filters import threshold_otsu
+    from skimage.filters.rank import median
+    from skimage.morphology import footprint_rectangle
 
-    def __init__(self, keys: KeysCollection = "mask", image_key: str = "image", threshold: float = 0.05):
+    grey = np.round(np.asarray(image, dtype=np.float32).mean(0).clip(0, 1) * 255).astype(np.uint8)
+    smooth = median(grey, footprint_rectangle((FOV_MEDIAN_SIZE, FOV_MEDIAN_SIZE))).astype(np.float64) / 255
+    otsu = float(threshold_otsu(smooth)) if smooth.min() < smooth.max() else float(smooth.max())
+    dark = smooth[smooth <= otsu]
+    level = float(np.median(dark))
+    if level > FOV_SURROUND_LEVEL:
+        return np.ones(grey.shape, bool), f"derived: whole image (no dark surround: darker class at {level:.3f})"
+    noise = 1.4826 * float(np.median(np.abs(dark - level)))
+    threshold = min(level + max(FOV_MIN_MARGIN, FOV_NOISE_FACTOR * noise), (level + otsu) / 2)
+    radius = max(1.0, FOV_OPENING * min(grey.shape))
+    fov = ndimage.binary_fill_holes(_largest_component(_disc_opening(smooth > threshold, radius)))
+    how = (
+        f"derived: channel mean, {FOV_MEDIAN_SIZE}x{FOV_MEDIAN_SIZE} median, > {threshold:.3f} (surround "
+        f"{level:.3f} + max({FOV_MIN_MARGIN}, {FOV_NOISE_FACTOR:g} x noise {noise:.4f}), at most halfway to Otsu "
+        f"{otsu:.3f}), opened (disc r {radius:.1f}), largest component, holes filled"
+    )
+    return fov, how
+
+
+class FieldOfViewd(MapTransform):
+    """Binarise the field-of-view mask at 0.5, or derive it from the image when the item has none
+    (:func:`derive_field_of_view`). The mask's metadata (a MetaTensor's ``meta["fov_source"]``) says which: the
+    dataset mask, or the derivation with its threshold."""
+
+    def __init__(self, keys: KeysCollection = "mask", image_key: str = "image"):
         super().__init__(keys, allow_missing_keys=True)
         self.image_key = image_key
-        self.threshold = threshold
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         for key in self.keys:
             if key in d:
                 d[key] = d[key] > 0.5
-                continue
-            image = d[self.image_key]
-            fov = ndimage.binary_fill_holes(np.asarray(image.mean(0) > self.threshold))
-            d[key] = image.new_tensor(fov[None], dtype=torch.bool) if torch.is_tensor(image) else fov[None]
-        for key in self.keys:
+                source = f"dataset mask {source_name(d, key)}"
+            else:
+                image = d[self.image_key]
+                fov, source = derive_field_of_view(image.detach().cpu().numpy() if torch.is_tensor(image) else image)
+                d[key] = torch.as_tensor(fov[None]) if torch.is_tensor(image) else fov[None]
+                if isinstance(image, MetaTensor):
+                    d[key] = MetaTensor(d[key], meta=dict(image.meta))
             d[key] = d[key].float() if torch.is_tensor(d[key]) else d[key].astype(np.float32)
+            if isinstance(d[key], MetaTensor):
+                d[key].meta["fov_source"] = source
         return d
 
 
