@@ -291,7 +291,7 @@ def test_derived_fov_on_dark_noisy_uneven_backgrounds():
 
     from iternet_monai.transforms import FieldOfViewd
 
-    for seed in range(6):
+    for seed in range(12):
         photo, disc = dark_fundus_photo(seed)
         image = torch.as_tensor(photo.transpose(2, 1, 0) / 255.0, dtype=torch.float32)  # MONAI's (C, W, H)
         fov = FieldOfViewd()({"image": image})["mask"][0].numpy().T > 0.5
