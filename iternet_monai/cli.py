@@ -18,7 +18,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .evaluation import evaluate, map_predictor, model_predictor, summary_table
-    from .inferers import make_inferer
+    from .inferers import make_inferer, resolve_mode
     from .networks import iternet_from_state_dict
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -27,14 +27,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     if (args.ckpt is None) == (args.predictions is None):
         raise EvaluationError("give exactly one of --ckpt (a model.pt to run) or --predictions (a folder of maps)")
     if args.predictions:
-        predict, source = map_predictor(items, args.predictions), f"maps in {args.predictions}"
+        predict = map_predictor(items, args.predictions)
+        source = predict.description
     else:
         state = torch.load(args.ckpt, map_location="cpu", weights_only=True)
         network = iternet_from_state_dict(state.get("model", state))
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         inferer = make_inferer(args.mode, device, (128, 128), args.sw_overlap, args.sw_batch_size)
         predict = model_predictor(network, inferer, device, amp=device.type == "cuda")
-        source = f"{args.ckpt} ({args.mode} mode on {device}, sw_overlap {args.sw_overlap})"
+        source = {"checkpoint": str(args.ckpt), "device": str(device), "mode": resolve_mode(args.mode, device)}
+        if source["mode"] == "sliding_window":
+            source.update(roi_size=list(inferer.roi_size), overlap=inferer.overlap, blend=inferer.mode)
     content = evaluate(
         items,
         predict,
