@@ -116,14 +116,7 @@ def _rank(path: Path, stem: str) -> tuple[int, int]:
     return role, FORMAT_PREFERENCE.index(suffix)
 
 
-def match_maps(items: Sequence[dict], folder: str | Path) -> dict[str, Path]:
-    """Each item's probability map in ``folder``, matched by file stem: ``<stem>.<ext>`` or ``<stem>_*.<ext>``.
-    Inference's folder works as it is: of ``<stem>_prob.png``, ``_prob.nii.gz``, ``_mask.png`` and
-    ``_overlay.png`` the ``_prob`` map is read (the NIfTI, more precise, when both are there), a ``_mask`` only when
-    there is no ``_prob``. Names every image without a map, or with several equal candidates, at once."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EvaluationError(f"prediction folder {folder} does not exist")
+def _match(items: Sequence[dict], folder: Path) -> tuple[dict[str, Path], list[str]]:
     maps = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().endswith(PROBABILITY_SUFFIXES)]
     found, problems = {}, []
     for item in items:
@@ -137,48 +130,74 @@ def match_maps(items: Sequence[dict], folder: str | Path) -> dict[str, Path]:
         else:
             what = "no map" if not candidates else f"several maps ({', '.join(p.name for p in candidates)})"
             problems.append(f"{item['image']}: {what} in {folder}")
-    if problems:
-        raise EvaluationError(
-            f"{len(problems)} image(s) cannot be matched to a probability map:\n  " + "\n  ".join(problems)
+    return found, problems
+
+
+def _map_problem(item: dict, path: Path) -> tuple[bool, str | None]:
+    """(whether the map is binary, what is wrong with it or None)."""
+    try:
+        array = read_probability_map(path)
+        with Image.open(item["image"]) as photo:
+            width, height = photo.size
+    except EvaluationError as err:
+        return False, str(err)
+    except OSError as err:
+        return False, f"{item['image']}: cannot read the image ({err})"
+    if array.shape != (height, width):
+        return False, (
+            f"{path}: the map is {array.shape[0]}x{array.shape[1]} (HxW) but its image {Path(item['image']).name} "
+            f"is {height}x{width}"
         )
+    return is_binary_map(array), None
+
+
+def _bad_maps(problems: list[str]) -> EvaluationError:
+    return EvaluationError(
+        f"{len(problems)} image(s) have no usable probability map; nothing was scored:\n  " + "\n  ".join(problems)
+    )
+
+
+def match_maps(items: Sequence[dict], folder: str | Path) -> dict[str, Path]:
+    """Each item's probability map in ``folder``, matched by file stem: ``<stem>.<ext>`` or ``<stem>_*.<ext>``.
+    Inference's folder works as it is: of ``<stem>_prob.png``, ``_prob.nii.gz``, ``_mask.png`` and
+    ``_overlay.png`` the ``_prob`` map is read (the NIfTI, more precise, when both are there), a ``_mask`` only when
+    there is no ``_prob``. Names every image without a map, or with several equal candidates, at once."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"prediction folder {folder} does not exist")
+    found, problems = _match(items, folder)
+    if problems:
+        raise _bad_maps(problems)
     return found
 
 
-def check_maps(items: Sequence[dict], maps: dict[str, Path]) -> dict[str, bool]:
-    """Read every item's map before any scoring: readable, 2-D, finite, in [0, 1] and of its image's size. Raises one
-    EvaluationError naming every bad map (one line each); else returns, per image, whether its map is binary."""
-    binary, problems = {}, []
+def check_maps(items: Sequence[dict], folder: str | Path) -> tuple[dict[str, Path], dict[str, bool]]:
+    """Match (:func:`match_maps`) and read every item's map before any scoring: it exists, is readable, 2-D, finite,
+    in [0, 1] and of its image's size. Raises one EvaluationError naming every image without a map and every bad
+    map, one line each; else returns the maps and, per image, whether its map is binary."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"prediction folder {folder} does not exist")
+    maps, problems = _match(items, folder)
+    binary = {}
     for item in items:
-        path = maps[item["image"]]
-        try:
-            array = read_probability_map(path)
-            with Image.open(item["image"]) as photo:
-                width, height = photo.size
-            if array.shape != (height, width):
-                raise EvaluationError(
-                    f"{path}: the map is {array.shape[0]}x{array.shape[1]} (HxW) but its image "
-                    f"{Path(item['image']).name} is {height}x{width}"
-                )
-            binary[item["image"]] = is_binary_map(array)
-        except EvaluationError as err:
-            problems.append(str(err))
-        except OSError as err:
-            problems.append(f"{item['image']}: cannot read the image ({err})")
+        if item["image"] in maps:
+            binary[item["image"]], problem = _map_problem(item, maps[item["image"]])
+            problems += [problem] if problem else []
     if problems:
-        raise EvaluationError(f"{len(problems)} probability map(s) cannot be scored:\n  " + "\n  ".join(problems))
-    return binary
+        raise _bad_maps(problems)
+    return maps, binary
 
 
 Predictor = Callable[[dict], np.ndarray]
 
 
 class MapPredictor:
-    """Predictions read from saved maps (:func:`match_maps`), every one checked first (:func:`check_maps`);
+    """Predictions read from saved maps, every one matched and checked first (:func:`check_maps`);
     returned in MONAI's (W, H) orientation. ``description`` says what was read, for ``metrics.json``."""
 
     def __init__(self, items: Sequence[dict], folder: str | Path) -> None:
-        self.maps = match_maps(items, folder)
-        self.binary = check_maps(items, self.maps)
+        self.maps, self.binary = check_maps(items, folder)
         binary = [self.maps[image].name for image, flag in self.binary.items() if flag]
         if binary:
             logger.info(f"{len(binary)} binary map(s) (only 0 and 1, or 0 and 255), read as 0/1: {', '.join(binary)}")

@@ -101,23 +101,20 @@ def test_every_bad_map_is_named_before_scoring(drive, tmp_path, capsys):
     np.save(maps / "03_test_prob.npy", inf)
     (maps / "04_test_prob.npy").unlink()
     (maps / "04_test_prob.png").write_bytes(b"not a png")
-    datalist, out = drive_datalist(drive, tmp_path, stems), tmp_path / "out"
+    (maps / "05_test_prob.npy").unlink()
+    datalist, out = drive_datalist(drive, tmp_path, (*stems, "06_test")), tmp_path / "out"
+    write_maps(drive, maps, ".npy", stems=("06_test",))
     args = ["evaluate", "--datalist", str(datalist), "--dataset-dir", str(drive), "--predictions", str(maps)]
     assert cli([*args, "--output", str(out)]) == 2
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == "iternet-monai: 4 probability map(s) cannot be scored:" and len(lines) == 5
-    assert "01_test_prob.npy: the map is 560x500 (HxW) but its image 01_test.tif is 584x565" in lines[1]
-    assert "02_test_prob.npy: the probability map contains NaN values" in lines[2]
-    assert "03_test_prob.npy: the probability map contains infinite values" in lines[3]
-    assert "04_test_prob.png: cannot read the probability map" in lines[4]
+    assert lines[0] == "iternet-monai: 5 image(s) have no usable probability map; nothing was scored:"
+    assert len(lines) == 6
+    assert lines[1].endswith(f"05_test.tif: no map in {maps}")
+    assert "01_test_prob.npy: the map is 560x500 (HxW) but its image 01_test.tif is 584x565" in lines[2]
+    assert "02_test_prob.npy: the probability map contains NaN values" in lines[3]
+    assert "03_test_prob.npy: the probability map contains infinite values" in lines[4]
+    assert "04_test_prob.png: cannot read the probability map" in lines[5]
     assert not out.exists()  # nothing scored, nothing written
-
-
-def test_an_image_without_a_map_is_named(drive, tmp_path, capsys):
-    maps = write_maps(drive, tmp_path / "maps", ".npy")
-    (maps / "02_test_prob.npy").unlink()
-    assert evaluate(drive, tmp_path, "--predictions", str(maps))[0] == 2
-    assert "02_test.tif: no map" in capsys.readouterr().err
 
 
 def test_probability_map_formats(tmp_path):
