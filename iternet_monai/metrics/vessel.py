@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.metrics import CumulativeIterationMetric, compute_confusion_matrix_metric, get_confusion_matrix
+from monai.metrics import CumulativeIterationMetric, compute_confusion_matrix_metric
 from sklearn.metrics import auc, precision_recall_curve, roc_auc_score
 
 __all__ = ["fov_pixels", "confusion_counts", "PixelAUCMetric", "ThresholdMetric", "THRESHOLD_METRICS"]
@@ -30,11 +30,15 @@ def fov_pixels(y_pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def confusion_counts(y_pred: torch.Tensor, y: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Per-image ``[TP, FP, TN, FN]`` counts ``(B, 4)`` of the FoV pixels at ``prob >= threshold`` (the released
-    code's rule), counted by MONAI's ``get_confusion_matrix`` (its order of the four counts)."""
+    code's rule), in MONAI's order. Counted as integers: MONAI's ``get_confusion_matrix`` sums in float32, which is
+    exact only up to 2^24 pixels per image."""
     rows = []
     for p, g in zip(y_pred, y):
         prob, label = fov_pixels(p, g)
-        rows.append(get_confusion_matrix((prob >= threshold)[None, None].double(), label[None, None].double())[0, 0])
+        pred = prob >= threshold
+        rows.append(
+            torch.stack([(pred & label).sum(), (pred & ~label).sum(), (~pred & ~label).sum(), (~pred & label).sum()])
+        )
     return torch.stack(rows).double()
 
 
