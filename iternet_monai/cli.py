@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import BUILTIN_DATALISTS, DatalistError, builtin_datalist, load_datalist, make_datalist
-from .errors import InputError
+from .errors import find_input_error
 from .files import atomic_write_text
 
 
@@ -19,8 +19,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .evaluation import EvaluationError, evaluate, map_predictor, model_predictor, summary_table
-    from .inferers import make_inferer
-    from .networks import iternet_from_state_dict
+    from .inferers import resolve_mode
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     datalist = builtin_datalist(args.datalist) if args.datalist in BUILTIN_DATALISTS else args.datalist
@@ -28,14 +27,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     if (args.ckpt is None) == (args.predictions is None):
         raise EvaluationError("give exactly one of --ckpt (a model.pt to run) or --predictions (a folder of maps)")
     if args.predictions:
-        predict, source = map_predictor(items, args.predictions), f"maps in {args.predictions}"
+        predict = map_predictor(items, args.predictions)
+        source = predict.description
     else:
-        state = torch.load(args.ckpt, map_location="cpu", weights_only=True)
-        network = iternet_from_state_dict(state.get("model", state))
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        inferer = make_inferer(args.mode, device, (128, 128), args.sw_overlap, args.sw_batch_size)
-        predict = model_predictor(network, inferer, device, amp=device.type == "cuda")
-        source = f"{args.ckpt} ({args.mode} mode on {device}, sw_overlap {args.sw_overlap})"
+        from .inference import load_pipeline
+
+        overrides = {"ckpt_path": args.ckpt, "mode": args.mode, "sw_overlap": args.sw_overlap, "tta": args.tta}
+        overrides.update(sw_batch_size=args.sw_batch_size, backend=args.backend, device=args.device)
+        pipeline = load_pipeline(**{k: v for k, v in overrides.items() if v is not None})
+        network, inferer = pipeline.get_parsed_content("network"), pipeline.get_parsed_content("inferer")
+        device = torch.device(pipeline.get_parsed_content("device"))
+        predict = model_predictor(network, inferer, device, amp=pipeline.get_parsed_content("amp"))
+        source = {"checkpoint": str(args.ckpt), "device": str(device), "mode": resolve_mode(args.mode, device)}
+        source.update(tta=args.tta, backend=args.backend)
+        windows = getattr(inferer, "inferer", inferer)  # the sliding window inside flip averaging
+        if source["mode"] == "sliding_window":
+            source.update(roi_size=list(windows.roi_size), overlap=windows.overlap, blend=windows.mode)
     content = evaluate(
         items,
         predict,
@@ -165,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --ckpt: auto = sliding window on CUDA, whole image on CPU",
     )
     ev.add_argument("--sw-overlap", type=float, default=0.9765625, help="sliding-window overlap (1-3/128: stride 3)")
-    ev.add_argument("--sw-batch-size", type=int, default=64)
+    ev.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the bundle's, 256)")
+    ev.add_argument("--tta", action="store_true", help="with --ckpt: flip averaging (4 passes; see inference)")
+    ev.add_argument(
+        "--backend", choices=("pytorch", "onnxruntime"), default="pytorch", help="with --ckpt: onnxruntime on a CPU"
+    )
     ev.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     ev.set_defaults(func=_evaluate)
 
@@ -221,8 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, FileNotFoundError, FileExistsError) as err:
+    except (FileNotFoundError, FileExistsError) as err:
         print(f"iternet-monai: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        found = find_input_error(err)  # MONAI wraps an error raised while it builds a config item
+        if found is None:
+            raise
+        print(f"iternet-monai: {found}", file=sys.stderr)
         return 2
 
 

@@ -1,14 +1,17 @@
-"""Batch evaluation under one documented protocol, of this project's models or of any method's saved maps.
+"""Batch evaluation under one documented protocol (:mod:`iternet_monai.metrics.protocol`), of this project's models
+or of any method's saved maps.
 
-Protocol (recorded in ``metrics.json``): pixels inside the FoV mask (the datalist's, else derived from the image)
-or the whole image; ``prob >= threshold`` binarisation; the label file as ground truth, or the released code's
-resize round trip; AUC, PR AUC, F1, Se, Sp, Acc, precision and IoU pooled over all pixels of all images (the
-paper's way) and per image (mean ± sd); connectivity (paper eq. 3), clDice and Betti-0 error per image.
+Every saved map is checked before scoring starts, and all bad ones are named in one message. Nothing is written
+until every image is scored; then the overlays, ``per_image.csv`` and the curves are written (each atomically) and
+``metrics.json`` last, so a folder with a ``metrics.json`` is a complete evaluation. ``metrics.json`` holds the
+rules, the confusion counts and pixel totals pooled and per image, and where each FoV came from, so that anyone can
+recompute the numbers; docs/evaluation.md describes its fields.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import warnings
@@ -23,30 +26,35 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from tqdm import tqdm
 
 from .errors import InputError
-from .metrics import (
-    THRESHOLD_METRICS,
-    Betti0ErrorMetric,
-    ClDiceMetric,
-    ConnectivityMetric,
-    PixelAUCMetric,
-    ThresholdMetric,
-)
+from .files import atomic_path, atomic_write_text, file_stem
+from .metrics import POOLED_METRICS, PixelAUCMetric, ThresholdMetric, protocol_metrics, protocol_rules
 from .transforms import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
 
 __all__ = [
     "PROBABILITY_SUFFIXES",
     "EvaluationError",
     "read_probability_map",
+    "is_binary_map",
     "match_maps",
+    "check_maps",
+    "MapPredictor",
     "map_predictor",
     "model_predictor",
     "evaluate",
+    "nan_reason",
     "summary_table",
 ]
 
 logger = logging.getLogger(__name__)
 PROBABILITY_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
+# When an image has several maps of one name in different formats, the most precise one is read.
+FORMAT_PREFERENCE = (".nii.gz", ".nii", ".npy", ".tif", ".tiff", ".png")
 OUTPUT_FILES = ("metrics.json", "per_image.csv", "roc.png", "pr.png")
+COUNT_FIELDS = ("tp", "fp", "fn", "tn", "fov_pixels", "vessel_pixels")
+BINARY_NOTE = (
+    "AUC and PR AUC of a binary map are those of its one operating point (a two-step curve), not a ranking of "
+    "vessel probabilities; compare them only with other binary maps"
+)
 # Overlay colours: true positive, false positive, false negative, outside the FoV.
 TP_COLOUR, FP_COLOUR, FN_COLOUR, OUTSIDE_COLOUR = (255, 255, 255), (230, 40, 40), (40, 120, 255), (40, 40, 40)
 
@@ -55,17 +63,10 @@ class EvaluationError(InputError):
     """An input that cannot be evaluated; the message names the image or map."""
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(PROBABILITY_SUFFIXES + (".gif", ".jpg", ".jpeg", ".ppm", ".bmp"), key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def read_probability_map(path: str | Path) -> np.ndarray:
     """A probability map as float64 (H, W) in [0, 1]: 8-bit (/255) or 16-bit (/65535) PNG/TIFF, float TIFF, NPY,
-    or NIfTI written as this project's inference writes it (first axis = width)."""
+    or NIfTI written as this project's inference writes it (first axis = width). An integer image holding only 0
+    and 1 is a binary map and is read as 0/1 (not as 0 and 1/255)."""
     path = Path(path)
     name = path.name.lower()
     try:
@@ -84,7 +85,8 @@ def read_probability_map(path: str | Path) -> np.ndarray:
                         raise EvaluationError(f"{path}: a colour image, not a single-channel probability map")
                     image = image.convert("L")
                 array = np.asarray(image.convert("L") if image.mode == "P" else image, dtype=np.float64)
-                array = array / scale.get(image.mode, 1.0)
+                if image.mode in scale and array.max() > 1:
+                    array = array / scale[image.mode]
     except EvaluationError:
         raise
     except Exception as err:
@@ -94,42 +96,126 @@ def read_probability_map(path: str | Path) -> np.ndarray:
         raise EvaluationError(f"{path}: expected a 2-D probability map, got shape {array.shape}")
     if np.isnan(array).any():
         raise EvaluationError(f"{path}: the probability map contains NaN values")
+    if not np.isfinite(array).all():
+        raise EvaluationError(f"{path}: the probability map contains infinite values")
     if array.min() < 0 or array.max() > 1:
         raise EvaluationError(f"{path}: values must lie in [0, 1], got [{array.min():g}, {array.max():g}]")
     return array
 
 
-def match_maps(items: Sequence[dict], folder: str | Path) -> dict[str, Path]:
-    """Each item's probability map in ``folder``, matched by file stem: ``<stem>.<ext>`` or ``<stem>_*.<ext>``
-    (``01_test_prob.png`` for ``01_test.tif``). Names every image without a map, or with several, at once."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EvaluationError(f"prediction folder {folder} does not exist")
+def is_binary_map(array: np.ndarray) -> bool:
+    """Whether a map read by :func:`read_probability_map` holds only 0 and 1."""
+    return bool(np.isin(array, (0.0, 1.0)).all())
+
+
+def _rank(path: Path, stem: str) -> tuple[int, int]:
+    """Which of an image's candidate maps to read: its own name or ``_prob`` first, then ``_mask`` (binary), then
+    other names, ``_overlay`` (a colour picture) last; among equals the most precise format."""
+    role = {stem: 0, f"{stem}_prob": 0, f"{stem}_mask": 1, f"{stem}_overlay": 3}.get(file_stem(path), 2)
+    suffix = next(s for s in FORMAT_PREFERENCE if path.name.lower().endswith(s))
+    return role, FORMAT_PREFERENCE.index(suffix)
+
+
+def _match(items: Sequence[dict], folder: Path) -> tuple[dict[str, Path], list[str]]:
     maps = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().endswith(PROBABILITY_SUFFIXES)]
     found, problems = {}, []
     for item in items:
-        stem = _stem(Path(item["image"]))
-        exact = [p for p in maps if _stem(p) == stem]
-        candidates = exact or [p for p in maps if _stem(p).startswith(stem + "_")]
-        if len(candidates) == 1:
+        stem = file_stem(item["image"])
+        exact = [p for p in maps if file_stem(p) == stem]
+        candidates = sorted(
+            exact or [p for p in maps if file_stem(p).startswith(stem + "_")], key=lambda p: _rank(p, stem)
+        )
+        if len(candidates) == 1 or (len(candidates) > 1 and _rank(candidates[0], stem) != _rank(candidates[1], stem)):
             found[item["image"]] = candidates[0]
         else:
             what = "no map" if not candidates else f"several maps ({', '.join(p.name for p in candidates)})"
             problems.append(f"{item['image']}: {what} in {folder}")
-    if problems:
-        raise EvaluationError(
-            f"{len(problems)} image(s) cannot be matched to a probability map:\n  " + "\n  ".join(problems)
+    return found, problems
+
+
+def _map_problem(item: dict, path: Path) -> tuple[bool, str | None]:
+    """(whether the map is binary, what is wrong with it or None)."""
+    try:
+        array = read_probability_map(path)
+        with Image.open(item["image"]) as photo:
+            width, height = photo.size
+    except EvaluationError as err:
+        return False, str(err)
+    except OSError as err:
+        return False, f"{item['image']}: cannot read the image ({err})"
+    if array.shape != (height, width):
+        return False, (
+            f"{path}: the map is {array.shape[0]}x{array.shape[1]} (HxW) but its image {Path(item['image']).name} "
+            f"is {height}x{width}"
         )
+    return is_binary_map(array), None
+
+
+def _bad_maps(problems: list[str]) -> EvaluationError:
+    return EvaluationError(
+        f"{len(problems)} image(s) have no usable probability map; nothing was scored:\n  " + "\n  ".join(problems)
+    )
+
+
+def match_maps(items: Sequence[dict], folder: str | Path) -> dict[str, Path]:
+    """Each item's probability map in ``folder``, matched by file stem: ``<stem>.<ext>`` or ``<stem>_*.<ext>``.
+    Inference's folder works as it is: of ``<stem>_prob.png``, ``_prob.nii.gz``, ``_mask.png`` and
+    ``_overlay.png`` the ``_prob`` map is read (the NIfTI, more precise, when both are there), a ``_mask`` only when
+    there is no ``_prob``. Names every image without a map, or with several equal candidates, at once."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"prediction folder {folder} does not exist")
+    found, problems = _match(items, folder)
+    if problems:
+        raise _bad_maps(problems)
     return found
+
+
+def check_maps(items: Sequence[dict], folder: str | Path) -> tuple[dict[str, Path], dict[str, bool]]:
+    """Match (:func:`match_maps`) and read every item's map before any scoring: it exists, is readable, 2-D, finite,
+    in [0, 1] and of its image's size. Raises one EvaluationError naming every image without a map and every bad
+    map, one line each; else returns the maps and, per image, whether its map is binary."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"prediction folder {folder} does not exist")
+    maps, problems = _match(items, folder)
+    binary = {}
+    for item in items:
+        if item["image"] in maps:
+            binary[item["image"]], problem = _map_problem(item, maps[item["image"]])
+            problems += [problem] if problem else []
+    if problems:
+        raise _bad_maps(problems)
+    return maps, binary
 
 
 Predictor = Callable[[dict], np.ndarray]
 
 
-def map_predictor(items: Sequence[dict], folder: str | Path) -> Predictor:
-    """Predictions read from saved maps (see :func:`match_maps`); returned in MONAI's (W, H) orientation."""
-    maps = match_maps(items, folder)
-    return lambda data: read_probability_map(maps[data["source"]]).T
+class MapPredictor:
+    """Predictions read from saved maps, every one matched and checked first (:func:`check_maps`);
+    returned in MONAI's (W, H) orientation. ``description`` says what was read, for ``metrics.json``."""
+
+    def __init__(self, items: Sequence[dict], folder: str | Path) -> None:
+        self.maps, self.binary = check_maps(items, folder)
+        binary = [self.maps[image].name for image, flag in self.binary.items() if flag]
+        if binary:
+            logger.info(f"{len(binary)} binary map(s) (only 0 and 1, or 0 and 255), read as 0/1: {', '.join(binary)}")
+            logger.info(f"note: {BINARY_NOTE}")
+        self.description = {
+            "maps": str(folder),
+            "files": {file_stem(image): path.name for image, path in self.maps.items()},
+            "binary_maps": binary,
+            **({"binary_note": BINARY_NOTE} if binary else {}),
+        }
+
+    def __call__(self, data: dict) -> np.ndarray:
+        return read_probability_map(self.maps[data["source"]]).T
+
+
+def map_predictor(items: Sequence[dict], folder: str | Path) -> MapPredictor:
+    """Predictions read from the saved maps in ``folder`` (see :class:`MapPredictor`)."""
+    return MapPredictor(items, folder)
 
 
 def model_predictor(
@@ -148,25 +234,35 @@ def model_predictor(
     return predict
 
 
-def _metrics(threshold: float, connectivity: int) -> dict:
-    pooled = {"auc": PixelAUCMetric("roc"), "pr_auc": PixelAUCMetric("pr")}
-    pooled.update({name: ThresholdMetric(name, threshold) for name in THRESHOLD_METRICS})
-    per_image = {
-        "connectivity": ConnectivityMetric(connectivity=connectivity),
-        "cldice": ClDiceMetric(threshold),
-        "betti0_error": Betti0ErrorMetric(threshold, connectivity),
-    }
-    return {**pooled, **per_image}
+def nan_reason(name: str, counts: dict) -> str:
+    """Why metric ``name`` is NaN for confusion ``counts`` (keys ``tp``, ``fp``, ``fn``, ``tn``)."""
+    tp, fp, fn, tn = (counts[k] for k in ("tp", "fp", "fn", "tn"))
+    if tp + fp + fn + tn == 0:
+        return "no pixel in the region"
+    if name in ("auc", "pr_auc"):
+        return "the ground truth has one class only"
+    if name == "specificity":
+        return "no background pixel in the ground truth"
+    if tp + fp == 0 and tp + fn == 0:
+        return "empty prediction and empty ground truth"
+    if tp + fp == 0:
+        return "no positive prediction"
+    if tp + fn == 0:
+        return "no vessel pixel in the ground truth"
+    return "undefined for this image"
 
 
-def _overlay(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray, threshold: float) -> np.ndarray:
+def _overlay(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray, threshold: float) -> bytes:
+    """The TP/FP/FN overlay as PNG bytes, (H, W) from MONAI's (W, H) arrays."""
     pred = prob >= threshold
     image = np.zeros(prob.shape + (3,), np.uint8)
     image[~fov] = OUTSIDE_COLOUR
     image[pred & truth & fov] = TP_COLOUR
     image[pred & ~truth & fov] = FP_COLOUR
     image[~pred & truth & fov] = FN_COLOUR
-    return image
+    buffer = io.BytesIO()
+    Image.fromarray(image.transpose(1, 0, 2)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _plot_curves(auc_metric: PixelAUCMetric, output_dir: Path, values: dict) -> None:
@@ -191,8 +287,31 @@ def _plot_curves(auc_metric: PixelAUCMetric, output_dir: Path, values: dict) -> 
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if name == "roc.png" else "lower left")
         fig.tight_layout()
-        fig.savefig(output_dir / name)
+        with atomic_path(output_dir / name) as temporary:
+            fig.savefig(temporary)
         plt.close(fig)
+
+
+def _counts(row: torch.Tensor) -> dict:
+    """Named counts of one ``[TP, FP, TN, FN]`` row (MONAI's order), with the FoV and vessel pixel totals."""
+    tp, fp, tn, fn = (int(v) for v in row.tolist())
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "fov_pixels": tp + fp + fn + tn, "vessel_pixels": tp + fn}
+
+
+def _every_image_reason(name: str, rows: list[dict]) -> str:
+    """Why a per-image metric is NaN in every image: the images' own reasons, once each."""
+    reasons = dict.fromkeys(row.get("nan_reasons", {}).get(name, "undefined") for row in rows)
+    return f"NaN in every image ({'; '.join(reasons)})"
+
+
+def _region(use_fov: bool, sources: list[str]) -> str:
+    if not use_fov:
+        return "whole image"
+    derived = sum(source.startswith("derived") for source in sources)
+    return (
+        f"field of view: dataset masks for {len(sources) - derived} image(s), derived from the image for {derived} "
+        "(per_image fov_source says how)"
+    )
 
 
 def evaluate(
@@ -204,24 +323,25 @@ def evaluate(
     gt_roundtrip: int | None = None,
     connectivity: int = 2,
     overwrite: bool = False,
-    source: str = "",
+    source: str | dict = "",
 ) -> dict:
     """Score every item's prediction against its label and write ``metrics.json``, ``per_image.csv``, ROC and PR
-    curves and ``overlays/<stem>.png`` to ``output_dir``; returns the content of ``metrics.json``."""
+    curves and ``overlays/<stem>.png`` to ``output_dir``; returns the content of ``metrics.json``. ``source``
+    describes the predictions (the maps read, or the model and the inference mode that ran)."""
     output_dir = Path(output_dir)
     existing = [output_dir / n for n in OUTPUT_FILES if (output_dir / n).exists()]
     if existing and not overwrite:
         raise EvaluationError(f"{existing[0]} exists; choose another output folder or pass --overwrite")
-    (output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    unlabelled = [item["image"] for item in items if "label" not in item]
+    if unlabelled:
+        raise EvaluationError("the datalist gives no label to evaluate against for:\n  " + "\n  ".join(unlabelled))
     steps = fundus_loading(("image", "label", "mask")) + ([FieldOfViewd("mask")] if use_fov else [])
     if gt_roundtrip:
         steps.append(GroundTruthRoundTripd("label", gt_roundtrip))
     load = Compose(steps)
-    metrics = _metrics(threshold, connectivity)
-    names = []
+    metrics = protocol_metrics(threshold, connectivity)
+    names, fov_sources, overlays = [], [], {}
     for item in tqdm(items, desc="evaluating", unit="image"):
-        if "label" not in item:
-            raise EvaluationError(f"{item['image']}: the datalist gives no label to evaluate against")
         data = load({k: v for k, v in item.items() if k in ("image", "label", "mask") and (use_fov or k != "mask")})
         data["source"] = item["image"]
         prob = np.asarray(predict(data), dtype=np.float64)
@@ -229,19 +349,23 @@ def evaluate(
         if prob.shape != label.shape:
             raise EvaluationError(
                 f"{item['image']}: the prediction is {prob.shape[1]}x{prob.shape[0]} (HxW) but the image is "
-                f"{label.shape[1]}x{label.shape[0]}"
+                f"{label.shape[1]}x{label.shape[0]}; nothing was written"
             )
-        if np.isnan(prob).any():
-            raise EvaluationError(f"{item['image']}: the prediction contains NaN values")
+        if not np.isfinite(prob).all():
+            raise EvaluationError(
+                f"{item['image']}: the prediction contains NaN or infinite values; nothing was written"
+            )
         fov = data["mask"][0].numpy() > 0.5 if use_fov else np.ones_like(label)
         y_pred = torch.as_tensor(prob, dtype=torch.float32)[None, None]
         y = torch.as_tensor(np.stack([label, fov]), dtype=torch.float32)[None]
         for metric in metrics.values():
             metric(y_pred=y_pred, y=y)
-        names.append(_stem(Path(item["image"])))
-        Image.fromarray(_overlay(prob, label, fov, threshold).transpose(1, 0, 2)).save(
-            output_dir / "overlays" / f"{names[-1]}.png"
-        )
+        names.append(file_stem(item["image"]))
+        fov_sources.append(getattr(data["mask"], "meta", {}).get("fov_source", "dataset mask") if use_fov else "none")
+        overlays[names[-1]] = _overlay(prob, label, fov, threshold)
+    confusion: ThresholdMetric = metrics["f1"]  # type: ignore[assignment]
+    image_counts = [_counts(row) for row in confusion.counts()]
+    pooled_counts = _counts(confusion.counts().sum(0))
     pooled = {name: float(metric.aggregate()) for name, metric in metrics.items()}
     per_image = {name: metric.per_image()[:, 0].tolist() for name, metric in metrics.items()}
     with warnings.catch_warnings():  # all-NaN per-image values (e.g. F1 of empty maps) give NaN, as documented
@@ -250,36 +374,68 @@ def evaluate(
             name: {"mean": float(np.nanmean(values)), "sd": float(np.nanstd(values))}
             for name, values in per_image.items()
         }
+    rows = []
+    for index, name in enumerate(names):
+        values = {metric: per_image[metric][index] for metric in metrics}
+        reasons = {k: nan_reason(k, image_counts[index]) for k, v in values.items() if np.isnan(v)}
+        rows.append(
+            {
+                "image": name,
+                **values,
+                **image_counts[index],
+                "fov_source": fov_sources[index],
+                **({"nan_reasons": reasons} if reasons else {}),
+            }
+        )
     content = {
         "protocol": {
-            "region": "field of view (datalist mask, else derived from the image)" if use_fov else "whole image",
-            "threshold": f"prob >= {threshold}",
+            "region": _region(use_fov, fov_sources),
             "ground_truth": f"label resized to {gt_roundtrip}x{gt_roundtrip} and back, > 0.5 (released code)"
             if gt_roundtrip
-            else "label file as given",
-            "pooled": "auc, pr_auc and threshold metrics over all pixels of all images; topology metrics: mean of "
-            "per-image values",
-            "connectivity": f"paper eq. 3, alpha 0.05, thresholds 0:0.01:1, {4 if connectivity == 1 else 8}-connected",
+            else "label file as given, > 0.5",
+            **protocol_rules(metrics),
             "predictions": source,
             "images": len(names),
         },
         "pooled": pooled,
+        "pooled_counts": pooled_counts,
+        "nan_reasons": {
+            name: nan_reason(name, pooled_counts) if name in POOLED_METRICS else _every_image_reason(name, rows)
+            for name, value in pooled.items()
+            if np.isnan(value)
+        },
         "per_image_mean_sd": summary,
-        "per_image": [{"image": n, **{k: v[i] for k, v in per_image.items()}} for i, n in enumerate(names)],
+        "per_image": rows,
     }
-    (output_dir / "metrics.json").write_text(json.dumps(content, indent=1) + "\n")
-    with open(output_dir / "per_image.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image", *metrics])
-        writer.writeheader()
-        writer.writerows(content["per_image"])
-    _plot_curves(metrics["auc"], output_dir, pooled)
+    _write_outputs(output_dir, content, overlays, metrics["auc"])  # type: ignore[arg-type]
     return content
 
 
+def _write_outputs(output_dir: Path, content: dict, overlays: dict[str, bytes], auc: PixelAUCMetric) -> None:
+    """Overlays, per_image.csv and curves, each written atomically, then metrics.json last (an earlier run's
+    metrics.json is removed first, so the folder never pairs new files with an old summary)."""
+    (output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").unlink(missing_ok=True)
+    for name, png in overlays.items():
+        with atomic_path(output_dir / "overlays" / f"{name}.png") as temporary:
+            temporary.write_bytes(png)
+    fields = ["image", *content["pooled"], *COUNT_FIELDS, "fov_source"]
+    with atomic_path(output_dir / "per_image.csv") as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(content["per_image"])
+    _plot_curves(auc, output_dir, content["pooled"])
+    atomic_write_text(output_dir / "metrics.json", json.dumps(content, indent=1) + "\n")
+
+
 def summary_table(content: dict) -> str:
-    """The console summary: pooled value and per-image mean ± sd of every metric."""
+    """The console summary: pooled value and per-image mean ± sd of every metric, and why a value is NaN."""
     lines = [f"{'metric':<14}{'pooled':>10}   {'per image (mean ± sd)':>22}"]
     for name, value in content["pooled"].items():
         stats = content["per_image_mean_sd"][name]
-        lines.append(f"{name:<14}{value:>10.4f}   {stats['mean']:>12.4f} ± {stats['sd']:.4f}")
+        line = f"{name:<14}{value:>10.4f}   {stats['mean']:>12.4f} ± {stats['sd']:.4f}"
+        reason = content["nan_reasons"].get(name) or ("NaN in every image" if np.isnan(stats["mean"]) else None)
+        lines.append(f"{line}   (nan: {reason})" if reason else line)
+    counts = content["pooled_counts"]
+    lines.append("pooled counts: " + ", ".join(f"{k} {counts[k]:,}" for k in COUNT_FIELDS))
     return "\n".join(lines)

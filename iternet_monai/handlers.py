@@ -13,7 +13,15 @@ from monai.handlers import IgniteMetricHandler
 from torch.optim import Optimizer
 from torch.utils.tensorboard import SummaryWriter
 
-from .metrics import Betti0ErrorMetric, ClDiceMetric, ConnectivityMetric, PixelAUCMetric, ThresholdMetric
+from .metrics import (
+    Betti0ErrorMetric,
+    CALMetric,
+    ClDiceMetric,
+    ConnectivityMetric,
+    PixelAUCMetric,
+    ThresholdMetric,
+    protocol_metrics,
+)
 
 __all__ = [
     "VesselMetricHandler",
@@ -22,6 +30,8 @@ __all__ = [
     "Connectivity",
     "ClDice",
     "Betti0Error",
+    "CAL",
+    "protocol_handlers",
     "LearningRateLogger",
     "ValidationImages",
     "engine_loss",
@@ -106,6 +116,31 @@ class Betti0Error(VesselMetricHandler):
         save_details: bool = True,
     ) -> None:
         super().__init__(Betti0ErrorMetric(threshold, connectivity), output_transform, save_details)
+
+
+class CAL(VesselMetricHandler):
+    """CAL of Gegúndez-Arias et al. or one of its factors C, A, L (:class:`~iternet_monai.metrics.CALMetric`)."""
+
+    def __init__(
+        self,
+        component: str = "cal",
+        threshold: float = 0.5,
+        alpha: int = 2,
+        beta: int = 2,
+        connectivity: int = 2,
+        output_transform: Callable = _identity,
+        save_details: bool = True,
+    ) -> None:
+        super().__init__(CALMetric(component, threshold, alpha, beta, connectivity), output_transform, save_details)
+
+
+def protocol_handlers(
+    output_transform: Callable = _identity, threshold: float = 0.5, connectivity: int = 2
+) -> dict[str, VesselMetricHandler]:
+    """One handler per metric of the evaluation protocol (:func:`~iternet_monai.metrics.protocol_metrics`), by
+    name: what the bundle's ``evaluate.json`` reports, from the definition the ``evaluate`` command uses."""
+    metrics = protocol_metrics(threshold, connectivity)
+    return {name: VesselMetricHandler(metric, output_transform) for name, metric in metrics.items()}
 
 
 class LearningRateLogger:

@@ -10,7 +10,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import NibabelReader, PILReader
+from monai.data import MetaTensor, NibabelReader, PILReader
 from monai.transforms import (
     EnsureChannelFirstd,
     LoadImaged,
@@ -30,6 +30,7 @@ __all__ = [
     "LabelValuesd",
     "DropSingletonDepthd",
     "FieldOfViewd",
+    "derive_field_of_view",
     "RandSaturationd",
     "fundus_loading",
 ]
@@ -84,29 +85,124 @@ class CheckFundusd(MapTransform):
         return d
 
 
-class FieldOfViewd(MapTransform):
-    """Binarise the field-of-view mask at 0.5, or derive it from the image when the item has none.
+# Field-of-view derivation (see derive_field_of_view); on [0, 1] images, sizes as fractions of the shorter side.
+FOV_MEDIAN_SIZE = 5  # median filter (pixels) against sensor noise and JPEG blocks
+FOV_MIN_MARGIN = 0.03  # the FoV is at least this much brighter than the surround (8 of 255)
+FOV_NOISE_FACTOR = 6.0  # ... and this many robust standard deviations of the surround's noise
+FOV_SURROUND_LEVEL = 0.1  # a darker Otsu class brighter than this is not a surround: the whole image is the FoV
+FOV_OPENING = 0.01  # opening disc radius (cuts bridges to noise)
+FOV_BAND = 0.03  # the surround's level is measured this far outside the first mask ...
+FOV_SMOOTHING = 0.05  # ... and smoothed over this scale (Gaussian sigma), so an uneven surround is followed
 
-    Derivation is the paper's "simple colour thresholding": channel mean above ``threshold`` (on [0, 1] images),
-    holes filled. On DRIVE's test images it disagrees with the official masks on 0.3% of pixels at 0.05.
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == sizes.argmax()
+
+
+def _disc_opening(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Binary opening by a Euclidean disc, through distance transforms (exact discs of any radius, at the cost of
+    two distance transforms instead of a large structuring element)."""
+    eroded = ndimage.distance_transform_edt(mask) > radius
+    return ndimage.distance_transform_edt(~eroded) <= radius
+
+
+def _one_region(mask: np.ndarray, radius: float) -> np.ndarray:
+    return ndimage.binary_fill_holes(_largest_component(_disc_opening(mask, radius)))
+
+
+def _surround_level(smooth: np.ndarray, surround: np.ndarray, sigma: float) -> np.ndarray:
+    """The surround's brightness everywhere: a Gaussian average of the ``surround`` pixels only (normalised
+    convolution), computed on a grid ``sigma / 4`` coarser and interpolated back."""
+    step = max(1, int(sigma // 4))
+    cropped = (smooth.shape[0] // step * step, smooth.shape[1] // step * step)
+
+    def coarse(array: np.ndarray) -> np.ndarray:
+        blocks = array[: cropped[0], : cropped[1]].reshape(cropped[0] // step, step, cropped[1] // step, step)
+        return ndimage.gaussian_filter(blocks.mean((1, 3)), sigma / step)
+
+    weight = coarse(surround.astype(np.float64))
+    level = coarse(np.where(surround, smooth, 0.0)) / np.maximum(weight, 1e-6)
+    level = np.where(weight > 1e-3, level, np.median(smooth[surround]))
+    zoom = (smooth.shape[0] / level.shape[0], smooth.shape[1] / level.shape[1])
+    return ndimage.zoom(level, zoom, order=1, mode="nearest", grid_mode=True)[: smooth.shape[0], : smooth.shape[1]]
+
+
+def derive_field_of_view(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """The field of view of a fundus photograph ``(C, ...)`` in [0, 1] as one disc-shaped region, and how it was
+    found (recorded by evaluation).
+
+    The mean of the channels is median-filtered (5x5). Otsu's threshold splits it into a dark surround and the
+    fundus. A first mask keeps what is brighter than the surround's level (median of the dark class) by
+    max(0.03, 6 robust standard deviations of its noise), at most halfway to Otsu's threshold. The surround's level
+    is then measured around that mask (pixels more than 3% of the image beyond it, Gaussian-averaged over 5%), so an
+    uneven or vignetted surround is followed, and the final mask keeps what is brighter than that local level by the
+    same rule. Each mask is opened with a disc of 1% of the shorter side, reduced to its largest component and its
+    holes filled. Without a dark surround (the darker class brighter than 0.1) the whole image is the FoV. Ours:
+    MONAI's ``ForegroundMask`` thresholds globally and keeps every noise island.
     """
+    from skimage.filters import threshold_otsu
+    from skimage.filters.rank import median
+    from skimage.morphology import footprint_rectangle
 
-    def __init__(self, keys: KeysCollection = "mask", image_key: str = "image", threshold: float = 0.05):
+    grey = np.round(np.asarray(image, dtype=np.float32).mean(0).clip(0, 1) * 255).astype(np.uint8)
+    smooth = median(grey, footprint_rectangle((FOV_MEDIAN_SIZE, FOV_MEDIAN_SIZE))).astype(np.float64) / 255
+    otsu = float(threshold_otsu(smooth)) if smooth.min() < smooth.max() else float(smooth.max())
+    dark = smooth[smooth <= otsu]
+    level = float(np.median(dark))
+    if level > FOV_SURROUND_LEVEL:
+        return np.ones(grey.shape, bool), f"derived: whole image (no dark surround: darker class at {level:.3f})"
+    size, cap = min(grey.shape), (otsu - level) / 2
+
+    def margin(residual: np.ndarray) -> tuple[float, float]:
+        noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+        return min(max(FOV_MIN_MARGIN, FOV_NOISE_FACTOR * noise), cap), noise
+
+    radius = max(1.0, FOV_OPENING * size)
+    threshold, noise = margin(dark - level)
+    fov = _one_region(smooth - level > threshold, radius)
+    surround = ndimage.distance_transform_edt(~fov) > FOV_BAND * size
+    how = f"surround level {level:.3f}"
+    if surround.mean() > 0.02:  # enough surround to follow its unevenness
+        local = _surround_level(smooth, surround, FOV_SMOOTHING * size)
+        threshold, noise = margin(smooth[surround] - local[surround])
+        fov = _one_region(smooth - local > threshold, radius)
+        how = f"local surround level (median {float(np.median(local[~fov])):.3f}, sigma {FOV_SMOOTHING * size:.0f} px)"
+    return fov, (
+        f"derived: channel mean, {FOV_MEDIAN_SIZE}x{FOV_MEDIAN_SIZE} median, > {how} + {threshold:.3f} "
+        f"(max({FOV_MIN_MARGIN}, {FOV_NOISE_FACTOR:g} x noise {noise:.4f}), at most half of Otsu {otsu:.3f} - "
+        f"{level:.3f}), opened (disc r {radius:.1f}), largest component, holes filled"
+    )
+
+
+class FieldOfViewd(MapTransform):
+    """Binarise the field-of-view mask at 0.5, or derive it from the image when the item has none
+    (:func:`derive_field_of_view`). The mask's metadata (a MetaTensor's ``meta["fov_source"]``) says which: the
+    dataset mask, or the derivation with its threshold."""
+
+    def __init__(self, keys: KeysCollection = "mask", image_key: str = "image"):
         super().__init__(keys, allow_missing_keys=True)
         self.image_key = image_key
-        self.threshold = threshold
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         for key in self.keys:
             if key in d:
                 d[key] = d[key] > 0.5
-                continue
-            image = d[self.image_key]
-            fov = ndimage.binary_fill_holes(np.asarray(image.mean(0) > self.threshold))
-            d[key] = image.new_tensor(fov[None], dtype=torch.bool) if torch.is_tensor(image) else fov[None]
-        for key in self.keys:
+                source = f"dataset mask {source_name(d, key)}"
+            else:
+                image = d[self.image_key]
+                fov, source = derive_field_of_view(image.detach().cpu().numpy() if torch.is_tensor(image) else image)
+                d[key] = torch.as_tensor(fov[None]) if torch.is_tensor(image) else fov[None]
+                if isinstance(image, MetaTensor):
+                    d[key] = MetaTensor(d[key], meta=dict(image.meta))
             d[key] = d[key].float() if torch.is_tensor(d[key]) else d[key].astype(np.float32)
+            if isinstance(d[key], MetaTensor):
+                d[key].meta["fov_source"] = source
         return d
 
 

@@ -9,10 +9,12 @@ from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_s
 from iternet_monai.handlers import Connectivity, PixelAUC, VesselThresholdMetric
 from iternet_monai.metrics import (
     Betti0ErrorMetric,
+    CALMetric,
     ClDiceMetric,
     ConnectivityMetric,
     PixelAUCMetric,
     ThresholdMetric,
+    cal,
     cldice,
     connectivity,
 )
@@ -200,3 +202,154 @@ def test_handlers_inside_a_supervised_evaluator():
     per_image = [f1_score(label[i][fov[i]], prob[i][fov[i]] >= 0.5) for i in range(4)]
     assert evaluator.state.metric_details["val_f1"][:, 0].tolist() == pytest.approx(per_image)
     assert evaluator.state.metric_details["val_auc"].shape == (4, 1)
+
+
+def test_threshold_metrics_keep_one_confusion_count_per_image():
+    prob, label, fov = batch(3)
+    metric = ThresholdMetric("f1")
+    metric(torch.as_tensor(prob, dtype=torch.float32), as_y(label, fov))
+    for image, counts in enumerate(metric.counts().tolist()):
+        g, hard = label[image][fov[image]], prob[image][fov[image]].astype(np.float32) >= 0.5
+        assert counts == [(hard & g).sum(), (hard & ~g).sum(), (~hard & ~g).sum(), (~hard & g).sum()]
+    per_image = [f1_score(label[i][fov[i]], prob[i][fov[i]].astype(np.float32) >= 0.5) for i in range(3)]
+    assert metric.per_image()[:, 0].tolist() == pytest.approx(per_image)
+
+
+def truth_hw_and_prob(drive):
+    """DRIVE's first test label and FoV as stored, (H, W), and a probability map with breaks and noise."""
+    from PIL import Image
+
+    truth = np.asarray(Image.open(drive / "test" / "1st_manual" / "01_manual1.gif")) > 0
+    fov = np.asarray(Image.open(drive / "test" / "mask" / "01_test_mask.gif")) > 0
+    rng = np.random.default_rng(0)
+    prob = np.clip(truth * 0.55 + rng.random(truth.shape) * 0.5, 0, 1).astype(np.float32)
+    return truth, fov, prob
+
+
+def test_topology_metrics_do_not_depend_on_array_orientation(drive):
+    """MONAI's PILReader gives (W, H) arrays and skimage's skeletonize is not transpose-invariant (shown first on
+    this very label, so the test can fail): the metrics give the value of the image as stored either way."""
+    from monai.transforms import Compose
+
+    from iternet_monai.transforms import fundus_loading
+
+    truth, fov, prob = truth_hw_and_prob(drive)
+    assert skeletonize(truth).sum() != skeletonize(truth.T).sum()
+    loaded = Compose(fundus_loading(("image", "label")))(
+        {
+            "image": str(drive / "test" / "images" / "01_test.tif"),
+            "label": str(drive / "test" / "1st_manual" / "01_manual1.gif"),
+        }
+    )
+    assert np.array_equal(loaded["label"][0].numpy() > 0.5, truth.T)  # MONAI's layout is the transpose
+    y_hw = torch.as_tensor(np.stack([truth, fov]), dtype=torch.float32)[None]
+    p_hw = torch.as_tensor(prob, dtype=torch.float32)[None, None]
+    expected = {
+        "connectivity": connectivity(prob, truth, fov),
+        "cldice": cldice((prob >= 0.5) & fov, truth & fov),
+        "cal_l": cal((prob >= 0.5) & fov, truth & fov)[2],
+    }
+    for name, make in (
+        ("connectivity", lambda order: ConnectivityMetric(spatial_order=order)),
+        ("cldice", lambda order: ClDiceMetric(spatial_order=order)),
+        ("cal_l", lambda order: CALMetric("l", spatial_order=order)),
+    ):
+        values = []
+        for order, y_pred, y in (("HW", p_hw, y_hw), ("WH", p_hw.transpose(-1, -2), y_hw.transpose(-1, -2))):
+            metric = make(order)
+            metric(y_pred, y)
+            values.append(float(metric.aggregate()))
+        assert values == [expected[name]] * 2, name
+
+
+def dilate_oracle(mask, radius):
+    """Dilation by a Euclidean disc, written independently of the metric: distance to the mask <= radius."""
+    from scipy.ndimage import distance_transform_edt
+
+    return distance_transform_edt(~mask) <= radius if mask.any() else mask.copy()
+
+
+def cal_oracle(pred, truth, alpha=2, beta=2):
+    """Gegundez-Arias et al.'s C, A, L from their definitions, with skimage's labelling and EDT dilations."""
+    from skimage.measure import label as components
+
+    c = 1 - min(1, abs(components(pred).max() - components(truth).max()) / truth.sum())
+    a = ((dilate_oracle(pred, alpha) & truth) | (pred & dilate_oracle(truth, alpha))).sum() / (pred | truth).sum()
+    sp, st = skeletonize(pred), skeletonize(truth)
+    length = ((sp & dilate_oracle(truth, beta)) | (dilate_oracle(pred, beta) & st)).sum() / (sp | st).sum()
+    return c, a, length, c * a * length
+
+
+def line(shape=(30, 40), row=10, start=5, stop=35):
+    mask = np.zeros(shape, bool)
+    mask[row, start:stop] = True
+    return mask
+
+
+def test_cal_on_hand_computed_cases():
+    truth = line()  # a 1-pixel vessel of 30 pixels: its own skeleton
+    assert cal(truth, truth) == (1.0, 1.0, 1.0, 1.0)
+    # shifted by 2 rows: every pixel is within the radius-2 disc of the other map -> A = L = 1
+    assert cal(line(row=12), truth) == (1.0, 1.0, 1.0, 1.0)
+    # shifted by 3 rows: nothing overlaps after dilation -> A = L = 0
+    assert cal(line(row=13), truth) == (1.0, 0.0, 0.0, 0.0)
+    # broken by a 2-pixel gap: one component more out of 30 vessel pixels; the gap is within reach of the dilation
+    broken = truth.copy()
+    broken[10, 20:22] = False
+    assert cal(broken, truth) == pytest.approx((1 - 1 / 30, 1.0, 1.0, 1 - 1 / 30))
+    # an extra isolated 3x3 blob 10 rows away: one component more, 9 area pixels and 1 skeleton pixel unmatched
+    blob = truth.copy()
+    blob[22:25, 10:13] = True
+    c, a, length, product = cal(blob, truth)
+    assert (c, a) == pytest.approx((1 - 1 / 30, 30 / 39))
+    assert length == pytest.approx(30 / (30 + skeletonize(blob[20:27, 8:15]).sum()))
+    assert product == pytest.approx(c * a * length)
+
+
+def test_cal_equals_an_independent_implementation_on_random_vessel_maps():
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        truth = np.zeros((64, 80), bool)
+        for _ in range(6):  # random thick line segments
+            r0, c0, r1, c1 = rng.integers(0, 64), rng.integers(0, 80), rng.integers(0, 64), rng.integers(0, 80)
+            n = max(abs(r1 - r0), abs(c1 - c0)) + 1
+            rows, cols = np.linspace(r0, r1, n).round().astype(int), np.linspace(c0, c1, n).round().astype(int)
+            truth[rows, cols] = True
+            truth[np.clip(rows + 1, 0, 63), cols] = rng.random() < 0.5
+        pred = truth ^ (rng.random(truth.shape) < 0.03)
+        assert cal(pred, truth) == pytest.approx(cal_oracle(pred, truth), abs=1e-12)
+
+
+def test_cal_of_empty_maps_and_an_empty_map_cannot_win():
+    truth = line()
+    empty = np.zeros_like(truth)
+    c, a, length, product = cal(empty, truth)
+    assert (c, a, length, product) == (1 - 1 / 30, 0.0, 0.0, 0.0)
+    both = cal(empty, empty)
+    assert both[0] == 1.0 and np.isnan(both[1]) and np.isnan(both[3])
+    assert cal(truth, empty)[:2] == (0.0, 0.0)
+    metric = CALMetric()
+    metric(torch.zeros(1, 1, 30, 40), torch.as_tensor(truth, dtype=torch.float32)[None, None])
+    assert float(metric.aggregate()) == 0.0
+    with pytest.raises(ValueError, match="component must be one of"):
+        CALMetric("x")
+
+
+def test_bundle_evaluate_config_reports_the_protocol_metrics():
+    """evaluate.json's metric handlers are built by one call from the list the evaluate command uses."""
+    from conftest import REPO
+    from monai.bundle import ConfigParser
+
+    from iternet_monai.handlers import VesselMetricHandler
+    from iternet_monai.metrics import protocol_metrics
+
+    parser = ConfigParser()
+    configs = REPO / "bundles" / "iternet" / "configs"
+    parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
+    handlers = parser.get_parsed_content("validate#metrics")
+    expected = protocol_metrics()
+    assert list(handlers) == list(expected)
+    for name, handler in handlers.items():
+        assert isinstance(handler, VesselMetricHandler) and type(handler.metric_fn) is type(expected[name]), name
+        settings = {k: v for k, v in vars(expected[name]).items() if not k.startswith("_")}
+        assert {k: v for k, v in vars(handler.metric_fn).items() if not k.startswith("_")} == settings, name

@@ -1,10 +1,14 @@
 """Vessel segmentation metrics as MONAI cumulative metrics: pixel metrics and topology metrics."""
 
+from .protocol import POOLED_METRICS, protocol_metrics, protocol_rules
 from .topology import (
+    CAL_COMPONENTS,
     Betti0ErrorMetric,
+    CALMetric,
     ClDiceMetric,
     ConnectivityMetric,
     betti0_error,
+    cal,
     cldice,
     connectivity,
     count_components,
@@ -25,4 +29,10 @@ __all__ = [
     "cldice",
     "betti0_error",
     "count_components",
+    "CALMetric",
+    "CAL_COMPONENTS",
+    "cal",
+    "POOLED_METRICS",
+    "protocol_metrics",
+    "protocol_rules",
 ]

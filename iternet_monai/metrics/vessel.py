@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.metrics import CumulativeIterationMetric
+from monai.metrics import CumulativeIterationMetric, compute_confusion_matrix_metric
 from sklearn.metrics import auc, precision_recall_curve, roc_auc_score
 
 __all__ = ["fov_pixels", "confusion_counts", "PixelAUCMetric", "ThresholdMetric", "THRESHOLD_METRICS"]
@@ -29,7 +29,9 @@ def fov_pixels(y_pred: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def confusion_counts(y_pred: torch.Tensor, y: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Per-image ``[TP, FP, TN, FN]`` counts ``(B, 4)`` at ``prob >= threshold`` (the released code's rule)."""
+    """Per-image ``[TP, FP, TN, FN]`` counts ``(B, 4)`` of the FoV pixels at ``prob >= threshold`` (the released
+    code's rule), in MONAI's order. Counted as integers: MONAI's ``get_confusion_matrix`` sums in float32, which is
+    exact only up to 2^24 pixels per image."""
     rows = []
     for p, g in zip(y_pred, y):
         prob, label = fov_pixels(p, g)
@@ -40,26 +42,24 @@ def confusion_counts(y_pred: torch.Tensor, y: torch.Tensor, threshold: float = 0
     return torch.stack(rows).double()
 
 
-def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    return torch.where(den > 0, num / den.clamp(min=1), torch.full_like(num, float("nan")))
-
-
+# The protocol's names of MONAI's confusion-matrix metrics (IoU is MONAI's threat score, TP / (TP + FP + FN)).
 THRESHOLD_METRICS = {
-    "f1": lambda tp, fp, tn, fn: _ratio(2 * tp, 2 * tp + fp + fn),
-    "sensitivity": lambda tp, fp, tn, fn: _ratio(tp, tp + fn),
-    "specificity": lambda tp, fp, tn, fn: _ratio(tn, tn + fp),
-    "accuracy": lambda tp, fp, tn, fn: _ratio(tp + tn, tp + fp + tn + fn),
-    "precision": lambda tp, fp, tn, fn: _ratio(tp, tp + fp),
-    "iou": lambda tp, fp, tn, fn: _ratio(tp, tp + fp + fn),
+    "f1": "f1 score",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "iou": "threat score",
 }
 
 
 class ThresholdMetric(CumulativeIterationMetric):
     """F1 (= Dice), sensitivity, specificity, accuracy, precision or IoU at a threshold (``prob >= threshold``).
 
-    ``pooled=True`` sums the confusion counts of all images first (the paper's protocol); otherwise the metric is
-    computed per image and averaged. A value with a zero denominator (F1 of an empty ground truth and an empty
-    prediction, say) is NaN for that image and left out of the mean.
+    Keeps one confusion count ``[TP, FP, TN, FN]`` per image (``counts()``) and computes the value with MONAI's
+    ``compute_confusion_matrix_metric``: of the summed counts with ``pooled=True`` (the paper's protocol), else per
+    image and averaged. A value with a zero denominator (precision of an empty prediction, say) is NaN for that
+    image and left out of the mean.
     """
 
     def __init__(self, metric_name: str = "f1", threshold: float = 0.5, pooled: bool = True) -> None:
@@ -71,13 +71,17 @@ class ThresholdMetric(CumulativeIterationMetric):
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return confusion_counts(y_pred, y, self.threshold)
 
+    def counts(self) -> torch.Tensor:
+        """The ``[TP, FP, TN, FN]`` count of every image seen so far, ``(N, 4)``."""
+        return self.get_buffer()
+
     def per_image(self) -> torch.Tensor:
         """The metric of every image seen so far, ``(N, 1)``."""
-        return THRESHOLD_METRICS[self.metric_name](*self.get_buffer().unbind(1))[:, None]
+        return compute_confusion_matrix_metric(THRESHOLD_METRICS[self.metric_name], self.counts())[:, None]
 
     def aggregate(self) -> torch.Tensor:  # type: ignore[override]
         if self.pooled:
-            return THRESHOLD_METRICS[self.metric_name](*self.get_buffer().sum(0))
+            return compute_confusion_matrix_metric(THRESHOLD_METRICS[self.metric_name], self.counts().sum(0))[0]
         return torch.nanmean(self.per_image())
 
 
