@@ -258,7 +258,9 @@ def test_model_evaluation_records_the_inference_mode_that_ran(drive, tmp_path):
     code, out = evaluate(drive, tmp_path, "--ckpt", str(ckpt), "--device", "cpu")
     assert code == 0
     predictions = json.loads((out / "metrics.json").read_text())["protocol"]["predictions"]
-    assert predictions == {"checkpoint": str(ckpt), "device": "cpu", "mode": "whole_image"}
+    assert predictions == {
+        "checkpoint": str(ckpt), "device": "cpu", "mode": "whole_image", "tta": False, "backend": "pytorch"
+    }  # fmt: skip
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Inference: the inferers, the inputs of a run, and the bundle's one pipeline (inference.json) on real DRIVE images."""
 
+import json
 import logging
 import os
 import shutil
@@ -262,3 +263,27 @@ def test_measure_turns_photographs_into_the_biomarker_tables_and_refuses_to_repl
         run_inference(dataset_dir=str(tmp_path), output_dir=str(out), ckpt_path=str(weights), measure=True)
     assert "biomarkers.csv exists" in str(find_input_error(raised.value))
     assert (out / "biomarkers.csv").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_evaluation_of_a_model_and_of_the_inference_folder_give_the_same_numbers(drive, tmp_path, small_weights):
+    """Batch inference and ``evaluate --ckpt`` run the same pipeline: scoring the folder inference wrote (its float
+    NIfTI maps, chosen over the 8-bit PNGs) equals scoring the model directly."""
+    from test_bundle import two_drive_images
+
+    from iternet_monai.cli import main as cli
+
+    weights, _ = small_weights
+    datalist = two_drive_images(drive, tmp_path)
+    folder = tmp_path / "maps"
+    run_inference(
+        dataset_dir=str(drive), datalist=str(datalist), output_dir=str(folder), ckpt_path=str(weights), nifti=True
+    )
+    common = ["evaluate", "--datalist", str(datalist), "--dataset-dir", str(drive)]
+    assert cli([*common, "--predictions", str(folder), "--output", str(tmp_path / "from_maps")]) == 0
+    assert cli([*common, "--ckpt", str(weights), "--device", "cpu", "--output", str(tmp_path / "from_model")]) == 0
+    from_maps = json.loads((tmp_path / "from_maps" / "metrics.json").read_text())["pooled"]
+    from_model = json.loads((tmp_path / "from_model" / "metrics.json").read_text())["pooled"]
+    assert from_maps.keys() == from_model.keys()
+    for name in from_model:
+        assert from_maps[name] == pytest.approx(from_model[name], abs=1e-9, nan_ok=True), name
