@@ -2,10 +2,13 @@
 
     python benchmarks/speed.py --dataset-dir /data/DRIVE [--ckpt model.pt] [--images 20] [--modes whole stride8 stride3]
 
-Per-image inference time, images/s and peak memory for whole-image, stride-8 and stride-3 sliding windows (bf16
-autocast on CUDA), the AUC of each mode on the DRIVE test images and its difference from whole-image, and training
-throughput (patches/s) of the full network at batch 32. On a CPU, windowed modes are timed on ``--max-windows``
-windows and extrapolated to the whole image (marked "estimated"); their AUC is then not computed.
+Inference runs the bundle's one pipeline (``inference.json``: its network, inferer and bf16 autocast on CUDA, through
+evaluation's predictor) and reports per-image seconds, images/s and peak memory for whole-image, stride-8 and stride-3
+sliding windows, with the AUC of each mode on the DRIVE test images and, on CUDA, the AUC change of bf16 against fp32
+on one image. Training reports a plain PyTorch loop of the full network at batch 32 (forward, 4-output BCE, backward,
+Adam; bf16 and channels-last on CUDA), the reference for the bundle's own trainer, whose speed the training log and
+``train_stats.json`` give. On a CPU, windowed modes are timed on ``--max-windows`` windows and extrapolated to the
+whole image (marked "estimated"); their AUC is then not computed.
 """
 
 from __future__ import annotations
@@ -18,17 +21,22 @@ import time
 
 import numpy as np
 import torch
-from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose
 
 from iternet_monai.data import builtin_datalist, load_datalist
-from iternet_monai.inferers import WholeImageInferer, sliding_window_count
+from iternet_monai.evaluation import model_predictor
+from iternet_monai.inference import load_pipeline
+from iternet_monai.inferers import sliding_window_count
 from iternet_monai.losses import IterNetLoss
 from iternet_monai.metrics import pixel_auc
-from iternet_monai.networks import IterNet, iternet_from_state_dict
+from iternet_monai.networks import IterNet
 from iternet_monai.transforms import FieldOfViewd, fundus_loading
 
-OVERLAPS = {"stride8": 1 - 8 / 128, "stride3": 1 - 3 / 128}
+MODES = {
+    "whole": ("whole_image", 0.0),
+    "stride8": ("sliding_window", 1 - 8 / 128),
+    "stride3": ("sliding_window", 1 - 3 / 128),
+}
 
 
 def device_name(device: torch.device) -> str:
@@ -50,41 +58,63 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def pipeline_predictor(args: argparse.Namespace, mode: str, device: torch.device, amp: bool | None = None):
+    """The predictor of the bundle's pipeline in ``mode``, and its network (for CPU window timing)."""
+    inferer_mode, overlap = MODES[mode]
+    overrides = {"mode": inferer_mode, "sw_overlap": overlap, "sw_batch_size": args.sw_batch_size, "device": device}
+    overrides.update(ckpt_path=args.ckpt, allow_untrained=True, compile=args.compile)
+    pipeline = load_pipeline(**overrides)
+    network, inferer = pipeline.get_parsed_content("network"), pipeline.get_parsed_content("inferer")
+    amp = pipeline.get_parsed_content("amp") if amp is None else amp
+    return model_predictor(network, inferer, device, amp), network
+
+
+def auc(probs: list[np.ndarray], data: list[dict]) -> float:
+    fov = [d["mask"][0].numpy() > 0.5 for d in data]
+    truth = [d["label"][0].numpy() > 0.5 for d in data]
+    return pixel_auc(
+        np.concatenate([p[f] for p, f in zip(probs, fov)]), np.concatenate([t[f] for t, f in zip(truth, fov)])
+    )
+
+
 @torch.inference_mode()
-def time_mode(mode, net, images, device, sw_batch_size, max_windows):
-    amp = device.type == "cuda"
-    if mode == "whole":
-        inferer = WholeImageInferer()
-    else:
-        inferer = SlidingWindowInferer((128, 128), sw_batch_size, OVERLAPS[mode], mode="constant")
-    estimated = device.type != "cuda" and mode != "whole"
+def time_mode(args, mode, device, data):
+    predict, network = pipeline_predictor(args, mode, device)
+    if device.type != "cuda" and mode != "whole":  # time max_windows windows, scale to the image's window count
+        windows = torch.rand(args.max_windows, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+        start = time.perf_counter()
+        for chunk in windows.split(args.sw_batch_size):
+            network(chunk)
+        per_window = (time.perf_counter() - start) / args.max_windows
+        return [per_window * sliding_window_count(*data[0]["image"].shape[-2:], overlap=MODES[mode][1])], [], True
+    predict(data[0])  # warm-up: cuDNN autotuning, compilation
     times, probs = [], []
-    for image in images:
-        x = image[None].to(device)
-        if estimated:  # time max_windows windows and scale to the image's window count
-            windows = torch.rand(max_windows, 3, 128, 128, device=device)
-            start = time.perf_counter()
-            for chunk in windows.split(sw_batch_size):
-                net(chunk)
-            per_window = (time.perf_counter() - start) / max_windows
-            times.append(per_window * sliding_window_count(*x.shape[-2:], overlap=OVERLAPS[mode]))
-            break
+    for item in data:
         sync(device)
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = inferer(x.contiguous(memory_format=torch.channels_last), net)
+        probs.append(predict(item))
         sync(device)
         times.append(time.perf_counter() - start)
-        probs.append(torch.sigmoid(logits.float())[0, 0].cpu().numpy())
-    return times, probs, estimated
+    return times, probs, False
 
 
-def training_throughput(device, steps=3, batch=32):
-    net = IterNet().to(device, memory_format=torch.channels_last).train()
+def bf16_auc_change(args, mode, device, item) -> float:
+    """AUC of the bf16 pipeline minus that of fp32, on one image (the tolerance is 1e-4)."""
+    fp32, _ = pipeline_predictor(args, mode, device, amp=False)
+    bf16, _ = pipeline_predictor(args, mode, device, amp=True)
+    with torch.inference_mode():
+        return auc([bf16(item)], [item]) - auc([fp32(item)], [item])
+
+
+def training_throughput(device, steps=10, batch=32):
+    """A plain PyTorch training loop of the full network: the reference for the bundle's trainer."""
+    channels_last = torch.channels_last
+    net = IterNet().to(device, memory_format=channels_last).train()
     loss_fn, optimizer = IterNetLoss(), torch.optim.Adam(net.parameters(), 1e-3, eps=1e-7)
-    x = torch.rand(batch, 3, 128, 128, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, 128, 128, device=device).contiguous(memory_format=channels_last)
     y = (torch.rand(batch, 1, 128, 128, device=device) > 0.8).float()
     amp = device.type == "cuda"
+    steps = steps if amp else 3
     durations = []
     for _ in range(steps + 1):
         sync(device)
@@ -106,31 +136,31 @@ def main() -> None:
     parser.add_argument("--datalist", default=builtin_datalist("drive"))
     parser.add_argument("--ckpt", help="trained model.pt; without it the weights are random (timing only)")
     parser.add_argument("--images", type=int, default=20)
-    parser.add_argument("--modes", nargs="+", default=["whole", "stride8", "stride3"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--sw-batch-size", type=int, default=512)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA)")
     parser.add_argument("--max-windows", type=int, default=64, help="windows timed per mode on a CPU")
     parser.add_argument("--no-training", action="store_true")
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    state = torch.load(args.ckpt, map_location="cpu", weights_only=True) if args.ckpt else None
-    net = iternet_from_state_dict(state.get("model", state)) if state else IterNet()
-    net = net.to(device, memory_format=torch.channels_last).eval()
     items = load_datalist(args.datalist, args.dataset_dir, "testing")[: args.images]
     load = Compose(fundus_loading() + [FieldOfViewd("mask")])
     data = [load(item) for item in items]
-    images = [torch.as_tensor(d["image"]) for d in data]
     results = {
         "device": device_name(device),
         "torch": torch.__version__,
         "weights": args.ckpt or "random",
-        "images": len(images),
+        "images": len(data),
+        "sw_batch_size": args.sw_batch_size,
+        "compile": args.compile,
         "modes": {},
     }
-    probs_by_mode = {}
     for mode in args.modes:
-        times, probs, estimated = time_mode(mode, net, images, device, args.sw_batch_size, args.max_windows)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        times, probs, estimated = time_mode(args, mode, device, data)
         entry = {
             "seconds_per_image": float(np.mean(times)),
             "images_per_second": 1 / float(np.mean(times)),
@@ -138,22 +168,14 @@ def main() -> None:
             "estimated": estimated,
         }
         if probs and args.ckpt:
-            fov = [d["mask"][0].numpy() > 0.5 for d in data]
-            truth = [d["label"][0].numpy() > 0.5 for d in data]
-            entry["auc"] = pixel_auc(
-                np.concatenate([p[f] for p, f in zip(probs, fov)]).astype(np.float64),
-                np.concatenate([t[f] for t, f in zip(truth, fov)]),
-            )
-            probs_by_mode[mode] = probs
+            entry["auc"] = auc(probs, data)
+            if device.type == "cuda":
+                entry["auc_bf16_minus_fp32_one_image"] = bf16_auc_change(args, mode, device, data[0])
         results["modes"][mode] = entry
-        print(mode, json.dumps(entry))
-    if "whole" in probs_by_mode:
-        for entry in results["modes"].values():
-            if "auc" in entry:
-                entry["auc_minus_whole"] = entry["auc"] - results["modes"]["whole"]["auc"]
+        print(mode, json.dumps(entry), flush=True)
     if not args.no_training:
-        results["training"] = training_throughput(device)
-        print("training", json.dumps(results["training"]))
+        results["training_plain_loop"] = training_throughput(device)
+        print("training (plain loop)", json.dumps(results["training_plain_loop"]), flush=True)
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(results, handle, indent=1)

@@ -1,5 +1,5 @@
 """Networks: IterNet and its registry of refinery modules."""
 
-from .iternet import REFINERIES, IterNet, MiniUNet, iternet_from_state_dict, iternet_shape, register_refinery
+from .iternet import REFINERIES, IterNet, MiniUNet, iternet_shape, register_refinery
 
-__all__ = ["IterNet", "MiniUNet", "REFINERIES", "register_refinery", "iternet_shape", "iternet_from_state_dict"]
+__all__ = ["IterNet", "MiniUNet", "REFINERIES", "register_refinery", "iternet_shape"]

@@ -21,7 +21,6 @@ __all__ = [
     "register_refinery",
     "conv_block",
     "iternet_shape",
-    "iternet_from_state_dict",
 ]
 
 REFINERIES = ComponentStore("Refinery", "IterNet refinery modules, selected by name with IterNet(refinery=...)")
@@ -184,11 +183,3 @@ def iternet_shape(state: Mapping[str, torch.Tensor]) -> dict:
         "depth": max(1, len({k.split(".")[3] for k in state if k.startswith("refinery.path.down.")})),
         "norm": "batch" if any(k.endswith("running_mean") for k in state) else None,
     }
-
-
-def iternet_from_state_dict(state: Mapping[str, torch.Tensor], **kwargs) -> IterNet:
-    """An IterNet shaped like ``state`` (:func:`iternet_shape`; ``kwargs`` set the other arguments, such as
-    ``dropout``) with those weights loaded, so a ``model.pt`` can be used without its bundle config."""
-    net = IterNet(**{**kwargs, **iternet_shape(state)})
-    net.load_state_dict(state)
-    return net
