@@ -106,10 +106,11 @@ def bf16_auc_change(args, mode, device, item) -> float:
         return auc([bf16(item)], [item]) - auc([fp32(item)], [item])
 
 
-def training_throughput(device, steps=10, batch=32):
-    """A plain PyTorch training loop of the full network: the reference for the bundle's trainer."""
+def training_throughput(device, steps=10, batch=32, features=32):
+    """A plain PyTorch training loop of the network (the full one by default): the reference for the bundle's
+    trainer."""
     channels_last = torch.channels_last
-    net = IterNet().to(device, memory_format=channels_last).train()
+    net = IterNet(features=features).to(device, memory_format=channels_last).train()
     loss_fn, optimizer = IterNetLoss(), torch.optim.Adam(net.parameters(), 1e-3, eps=1e-7)
     x = torch.rand(batch, 3, 128, 128, device=device).contiguous(memory_format=channels_last)
     y = (torch.rand(batch, 1, 128, 128, device=device) > 0.8).float()
@@ -141,6 +142,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA)")
     parser.add_argument("--max-windows", type=int, default=64, help="windows timed per mode on a CPU")
     parser.add_argument("--no-training", action="store_true")
+    parser.add_argument("--features", type=int, default=32, help="width of the plain training loop's network")
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args()
 
@@ -174,7 +176,7 @@ def main() -> None:
         results["modes"][mode] = entry
         print(mode, json.dumps(entry), flush=True)
     if not args.no_training:
-        results["training_plain_loop"] = training_throughput(device)
+        results["training_plain_loop"] = training_throughput(device, features=args.features)
         print("training (plain loop)", json.dumps(results["training_plain_loop"]), flush=True)
     if args.output:
         with open(args.output, "w") as handle:
