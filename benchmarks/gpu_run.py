@@ -200,6 +200,9 @@ def main() -> int:
         "--output", str(out / "speed.json"),
     ] + (["--max-windows", "8", "--features", "4"] if args.smoke else [])  # fmt: skip
     job.run("speed", speed, timeout=600)
+    buffered = work / "speed_buffered.json"  # MONAI's buffered stitching at stride 3, to compare
+    variant = ["--modes", "stride3", "--no-training", "--buffer-steps", "4", "--output", str(buffered)]
+    job.run("speed_buffered", speed[: speed.index("--output")] + variant, timeout=300)
     for name, output, process in evaluations:  # the evaluations ran on the CPU cores while the GPU was timed
         process.wait()
         output.close()
@@ -226,6 +229,7 @@ def main() -> int:
         "weights": shipped,
         "table1_drive": {"paper": PAPER_DRIVE, **ours},
         "speed": json.loads((out / "speed.json").read_text()) if (out / "speed.json").is_file() else None,
+        "speed_buffer_steps_4": json.loads(buffered.read_text()) if buffered.is_file() else None,
         "steps": job.steps,
         "failures": job.failures,
         "total_seconds": round(time.monotonic() - started, 1),

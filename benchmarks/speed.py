@@ -62,7 +62,7 @@ def pipeline_predictor(args: argparse.Namespace, mode: str, device: torch.device
     """The predictor of the bundle's pipeline in ``mode``, and its network (for CPU window timing)."""
     inferer_mode, overlap = MODES[mode]
     overrides = {"mode": inferer_mode, "sw_overlap": overlap, "sw_batch_size": args.sw_batch_size, "device": device}
-    overrides.update(ckpt_path=args.ckpt, allow_untrained=True, compile=args.compile)
+    overrides.update(ckpt_path=args.ckpt, compile=args.compile, sw_buffer_steps=args.buffer_steps)
     pipeline = load_pipeline(**overrides)
     network, inferer = pipeline.get_parsed_content("network"), pipeline.get_parsed_content("inferer")
     amp = pipeline.get_parsed_content("amp") if amp is None else amp
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--sw-batch-size", type=int, default=512)
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA)")
+    parser.add_argument("--buffer-steps", type=int, help="MONAI's buffered window stitching (sliding window)")
     parser.add_argument("--max-windows", type=int, default=64, help="windows timed per mode on a CPU")
     parser.add_argument("--no-training", action="store_true")
     parser.add_argument("--features", type=int, default=32, help="width of the plain training loop's network")
@@ -157,6 +158,7 @@ def main() -> None:
         "images": len(data),
         "sw_batch_size": args.sw_batch_size,
         "compile": args.compile,
+        "buffer_steps": args.buffer_steps,
         "modes": {},
     }
     for mode in args.modes:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .data import BUILTIN_DATALISTS, DatalistError, builtin_datalist, load_datalist, make_datalist
 from .errors import find_input_error
-from .files import atomic_write_text
+from .files import atomic_write_text, check_writable_folder
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -22,6 +22,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .inferers import resolve_mode
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    check_writable_folder(args.output, "--output")  # before the maps are read or the model runs
     datalist = builtin_datalist(args.datalist) if args.datalist in BUILTIN_DATALISTS else args.datalist
     items = load_datalist(datalist, args.dataset_dir, args.key, check=True)
     if (args.ckpt is None) == (args.predictions is None):

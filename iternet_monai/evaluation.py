@@ -26,7 +26,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from tqdm import tqdm
 
 from .errors import InputError
-from .files import atomic_path, atomic_write_text, file_stem
+from .files import atomic_path, atomic_write_text, check_writable_folder, file_stem
 from .metrics import POOLED_METRICS, PixelAUCMetric, ThresholdMetric, protocol_metrics, protocol_rules
 from .transforms import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
 
@@ -328,7 +328,7 @@ def evaluate(
     """Score every item's prediction against its label and write ``metrics.json``, ``per_image.csv``, ROC and PR
     curves and ``overlays/<stem>.png`` to ``output_dir``; returns the content of ``metrics.json``. ``source``
     describes the predictions (the maps read, or the model and the inference mode that ran)."""
-    output_dir = Path(output_dir)
+    output_dir = check_writable_folder(output_dir, "--output")
     existing = [output_dir / n for n in OUTPUT_FILES if (output_dir / n).exists()]
     if existing and not overwrite:
         raise EvaluationError(f"{existing[0]} exists; choose another output folder or pass --overwrite")

@@ -23,6 +23,7 @@ __all__ = [
     "unique_names",
     "atomic_path",
     "atomic_write_text",
+    "check_writable_folder",
 ]
 
 # Photographs, labels and masks that Pillow reads.
@@ -87,3 +88,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+def check_writable_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """Refuse, before any work, a ``folder`` that is a file or that cannot be created or written in, with one
+    line naming it (an ``InputError``). Nothing is created here."""
+    from .errors import InputError
+
+    folder = Path(folder).expanduser()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{what} {folder} cannot be made: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {folder} cannot be written: no permission to write in {existing}")
+    return folder

@@ -18,7 +18,7 @@ from PIL import Image
 
 from .checkpoints import BUNDLE_DIR
 from .data import check_files, inference_items
-from .files import atomic_path, file_stem, unique_names
+from .files import atomic_path, check_writable_folder, file_stem, unique_names
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -59,6 +59,7 @@ class InferenceInputs:
         overwrite: bool = False,
         max_pixels: int | None = None,
     ) -> None:
+        check_writable_folder(output_dir, "--output_dir")
         candidates = inference_items(dataset_dir, datalist, data_key)
         self.total = len(candidates)
         candidates = self._without_own_outputs(candidates)

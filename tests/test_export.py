@@ -34,10 +34,11 @@ def weights_and_photo(drive, tmp_path):
 @pytest.mark.slow
 def test_ckpt_export_torchscript_matches_eager_on_a_drive_photo(weights_and_photo, tmp_path):
     weights, photo, eager = weights_and_photo
-    result = bundle(
-        "ckpt_export", "network_def", "--config_file", INFERENCE, "--ckpt_file", str(weights),
-        "--ckpt_path", str(weights), "--filepath", str(tmp_path / "model.ts"),
-    )  # fmt: skip
+    export = ["ckpt_export", "network_def", "--config_file", INFERENCE, "--ckpt_file", str(weights)]
+    result = bundle(*export, "--filepath", str(tmp_path / "wrong.ts"))  # the network from the bundle's weights
+    assert result.returncode != 0 and not (tmp_path / "wrong.ts").exists()
+    assert "the weights are for IterNet(features=4, iterations=3, depth=2) but the network is" in result.stderr
+    result = bundle(*export, "--ckpt_path", str(weights), "--filepath", str(tmp_path / "model.ts"))
     assert result.returncode == 0, result.stderr[-3000:]
     scripted = torch.jit.load(tmp_path / "model.ts")
     with torch.no_grad():

@@ -425,10 +425,14 @@ def embedded_sample(folder: str | Path | None = None) -> Path:
 def inference_items(dataset_dir: str | Path | None, datalist: str | Path | None = None, key: str = "testing") -> list:
     """What inference segments: the datalist's ``key`` list, every image file of ``dataset_dir``, or, with neither,
     the embedded sample. Files are not opened here: the runner reports and skips unreadable ones."""
+    given = datalist is not None and str(datalist) not in ("", "None")
     if dataset_dir is None or str(dataset_dir) in ("", "None"):
+        if given:
+            raise DatalistError(f"datalist {datalist} given without --dataset_dir, the folder its paths start from")
         return [{"image": str(embedded_sample())}]
-    if datalist is not None and str(datalist) not in ("", "None"):
-        return load_datalist(datalist, dataset_dir, key, check=False)
+    if given:
+        name = str(datalist)
+        return load_datalist(builtin_datalist(name) if name in BUILTIN_DATALISTS else name, dataset_dir, key, False)
     root = Path(dataset_dir).expanduser()
     if not root.is_dir():
         raise DatalistError(f"dataset folder {root} does not exist")
