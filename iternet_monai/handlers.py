@@ -35,6 +35,7 @@ __all__ = [
     "LearningRateLogger",
     "ValidationImages",
     "engine_loss",
+    "every_n_steps",
 ]
 
 
@@ -180,6 +181,16 @@ class ValidationImages:
                 photo_orientation = torch.as_tensor(image).detach().float().cpu().transpose(-1, -2)
                 self.writer.add_image(f"{self.tag}/{name}", photo_orientation.clamp(0, 1), engine.state.epoch)
         self.writer.flush()
+
+
+def every_n_steps(n: int) -> Callable[[Engine, int], bool]:
+    """An ``iteration_log`` event filter for MONAI's stats handlers: every ``n``-th step and the last of each epoch,
+    so that logging the loss (a GPU sync) does not hold up every step, and short runs still log."""
+
+    def log_now(engine: Engine, iteration: int) -> bool:
+        return iteration % n == 0 or iteration % engine.state.epoch_length == 0
+
+    return log_now
 
 
 def engine_loss(output: dict | list) -> float:
