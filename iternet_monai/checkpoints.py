@@ -69,7 +69,10 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for damaged or foreign files
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(error)})") from None
+        with open(path, "rb") as handle:
+            magic = handle.read(2)
+        why = _reason(error) if magic[:2] == b"PK" or magic[:1] == b"\x80" else "not a file torch.save wrote"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
     if not isinstance(content, Mapping):
         raise CheckpointError(f"{path}: holds a {type(content).__name__}, not a state dict")
     return dict(content)
