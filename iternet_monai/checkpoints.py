@@ -33,8 +33,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The bundle of this repository (``pip install -e .`` keeps the package beside it).
-BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "iternet"
+# The bundle, shipped inside the package (the repository's bundles/iternet links to it), so that its configs and
+# weights are found wherever the package is installed and whatever folder a command runs from.
+BUNDLE_DIR = Path(__file__).resolve().parent / "bundle"
 
 
 class CheckpointError(InputError):
@@ -42,9 +43,9 @@ class CheckpointError(InputError):
 
 
 def default_bundle_root() -> str:
-    """The bundle folder whose ``models/model.pt`` inference uses by default, wherever the command runs: this
-    repository's ``bundles/iternet``, else the current folder (a bundle used on its own)."""
-    return str(BUNDLE_DIR) if (BUNDLE_DIR / "configs" / "inference.json").is_file() else "."
+    """The bundle folder whose ``models/model.pt`` inference uses by default, wherever the command runs: the
+    package's own bundle (:data:`BUNDLE_DIR`)."""
+    return str(BUNDLE_DIR)
 
 
 def bundle_weights(bundle_root: str | Path) -> str | None:

@@ -83,10 +83,11 @@ def _make_datalist(args: argparse.Namespace) -> int:
 
 
 def _label_app(args: argparse.Namespace) -> int:
+    from .checkpoints import BUNDLE_DIR
     from .monailabel import server_command, setup_app
 
-    app = setup_app(args.app_dir, args.bundle)
-    print(f"installed {args.bundle} as {app}/model/iternet (weights: {app}/model/iternet/models); start MONAI Label:")
+    app = setup_app(args.app_dir, args.bundle or BUNDLE_DIR)
+    print(f"installed the bundle as {app}/model/iternet (weights: {app}/model/iternet/models); start MONAI Label:")
     print(" ".join(server_command(app, args.studies or "<studies folder>", args.port)))
     return 0
 
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "MONAI Label environment (docs/monailabel.md).",
     )
     app.add_argument("--app-dir", default="apps/iternet", help="app folder to create (default: apps/iternet)")
-    app.add_argument("--bundle", default="bundles/iternet", help="bundle folder (default: bundles/iternet)")
+    app.add_argument("--bundle", help="bundle folder (default: the package's own, bundles/iternet in the repository)")
     app.add_argument("--studies", help="studies folder, shown in the printed start command")
     app.add_argument("--port", type=int, default=8000)
     app.set_defaults(func=_label_app)
