@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .data import BUILTIN_DATALISTS, DatalistError, builtin_datalist, load_datalist, make_datalist
 from .errors import find_input_error
-from .files import atomic_write_text, check_writable_folder
+from .files import atomic_write_json, check_writable_folder
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -74,7 +73,7 @@ def _make_datalist(args: argparse.Namespace) -> int:
     )
     print("\n".join(notes))
     try:
-        atomic_write_text(output, json.dumps(content, indent=1) + "\n")
+        atomic_write_json(output, content)
     except OSError as err:
         raise DatalistError(f"cannot write {output}: {err.strerror or err}") from None
     counts = ", ".join(f"{len(v)} {k}" for k, v in content.items())

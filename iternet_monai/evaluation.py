@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from tqdm import tqdm
 
 from .errors import InputError
-from .files import atomic_path, atomic_write_text, check_writable_folder, file_stem
+from .files import OUTPUT_TAGS, atomic_path, atomic_write_json, check_writable_folder, file_stem
 from .metrics import POOLED_METRICS, PixelAUCMetric, ThresholdMetric, protocol_metrics, protocol_rules
 from .transforms import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
 
@@ -108,10 +107,16 @@ def is_binary_map(array: np.ndarray) -> bool:
     return bool(np.isin(array, (0.0, 1.0)).all())
 
 
+# How evaluation ranks inference's outputs of one image: the probability map first, the binary mask next, other
+# names (2) after, the overlay (a colour picture) last.
+ROLE_OF_OUTPUT = {"probability": 0, "mask": 1, "overlay": 3}
+
+
 def _rank(path: Path, stem: str) -> tuple[int, int]:
     """Which of an image's candidate maps to read: its own name or ``_prob`` first, then ``_mask`` (binary), then
     other names, ``_overlay`` (a colour picture) last; among equals the most precise format."""
-    role = {stem: 0, f"{stem}_prob": 0, f"{stem}_mask": 1, f"{stem}_overlay": 3}.get(file_stem(path), 2)
+    roles = {stem: 0, **{stem + OUTPUT_TAGS[kind]: role for kind, role in ROLE_OF_OUTPUT.items()}}
+    role = roles.get(file_stem(path), 2)
     suffix = next(s for s in FORMAT_PREFERENCE if path.name.lower().endswith(s))
     return role, FORMAT_PREFERENCE.index(suffix)
 
@@ -425,7 +430,7 @@ def _write_outputs(output_dir: Path, content: dict, overlays: dict[str, bytes], 
         writer.writeheader()
         writer.writerows(content["per_image"])
     _plot_curves(auc, output_dir, content["pooled"])
-    atomic_write_text(output_dir / "metrics.json", json.dumps(content, indent=1) + "\n")
+    atomic_write_json(output_dir / "metrics.json", content)
 
 
 def summary_table(content: dict) -> str:

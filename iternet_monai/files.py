@@ -8,6 +8,8 @@ Every command names its outputs after its inputs with :func:`file_stem` and writ
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections import Counter
@@ -18,11 +20,14 @@ __all__ = [
     "PHOTO_SUFFIXES",
     "MAP_SUFFIXES",
     "KNOWN_SUFFIXES",
+    "OUTPUT_TAGS",
+    "OUTPUT_SUFFIXES",
     "file_suffix",
     "file_stem",
     "unique_names",
     "atomic_path",
     "atomic_write_text",
+    "atomic_write_json",
     "check_writable_folder",
 ]
 
@@ -31,6 +36,9 @@ PHOTO_SUFFIXES = (".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".png", ".ppm", ".bm
 # Probability maps and labels in array formats (besides the image formats above).
 MAP_SUFFIXES = (".npy", ".nii", ".nii.gz")
 KNOWN_SUFFIXES = tuple(sorted(set(PHOTO_SUFFIXES + MAP_SUFFIXES), key=len, reverse=True))
+# What inference appends to an image's output name for each file it writes; evaluate and measure read them back.
+OUTPUT_TAGS = {"probability": "_prob", "mask": "_mask", "overlay": "_overlay"}
+OUTPUT_SUFFIXES = {**{kind: f"{tag}.png" for kind, tag in OUTPUT_TAGS.items()}, "nifti": "_prob.nii.gz"}
 
 
 def file_suffix(path: str | Path) -> str:
@@ -88,6 +96,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+def _strict_json(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    return value
+
+
+def atomic_write_json(path: str | Path, content: object) -> None:
+    """Write ``content`` as strict JSON atomically: NaN and infinities become ``null``, which every JSON reader
+    (R's jsonlite, JavaScript, jq) accepts, where Python's default ``NaN`` is not JSON."""
+    atomic_write_text(path, json.dumps(_strict_json(content), indent=1, allow_nan=False) + "\n")
 
 
 def check_writable_folder(folder: str | Path, what: str = "output folder") -> Path:

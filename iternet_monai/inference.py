@@ -18,10 +18,9 @@ from PIL import Image
 
 from .checkpoints import BUNDLE_DIR
 from .data import check_files, inference_items
-from .files import atomic_path, check_writable_folder, file_stem, unique_names
+from .files import OUTPUT_SUFFIXES, atomic_path, check_writable_folder, file_stem, unique_names
 
 __all__ = [
-    "OUTPUT_SUFFIXES",
     "output_paths",
     "InferenceInputs",
     "VesselMapWriter",
@@ -31,8 +30,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-# What inference writes per image, after the image's output name.
-OUTPUT_SUFFIXES = {"probability": "_prob.png", "mask": "_mask.png", "overlay": "_overlay.png", "nifti": "_prob.nii.gz"}
 
 
 def output_paths(output_dir: str | Path, name: str, nifti: bool = False) -> dict[str, Path]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import __version__
 from .biomarkers import CENTRELINE_SIGMA, IMAGE_COLUMNS, SEGMENT_COLUMNS, VesselMeasures, measure_vessels, mm_column
 from .errors import InputError
-from .files import KNOWN_SUFFIXES, atomic_path, atomic_write_text, file_stem
+from .files import KNOWN_SUFFIXES, OUTPUT_TAGS, atomic_path, atomic_write_json, atomic_write_text, file_stem
 from .quality import DEFAULT_RULES, QUALITY_COLUMNS, QualityRule, photograph_fov, quality_flags, quality_measures
 
 __all__ = [
@@ -43,8 +42,8 @@ __all__ = [
 ]
 
 TABLES = ("biomarkers.csv", "segments.csv", "quality.csv", "columns.json", "cohort.png")
-# Suffixes of this project's inference outputs, stripped when files of different folders are paired.
-PAIRING_SUFFIXES = ("_mask", "_prob")
+# Tags of this project's inference outputs, stripped when files of different folders are paired.
+PAIRING_SUFFIXES = (OUTPUT_TAGS["mask"], OUTPUT_TAGS["probability"])
 # Biomarkers shown in the cohort figure (bookkeeping columns such as the fit range are left out).
 COHORT_COLUMNS = (
     "vessel_area_density",
@@ -236,7 +235,7 @@ def write_results(
             "cohort.png": "each biomarker's values over the images; check and reject images in orange and red, named",
         },
     }
-    atomic_write_text(output_dir / "columns.json", json.dumps(dictionary, indent=1) + "\n")
+    atomic_write_json(output_dir / "columns.json", dictionary)
     save_cohort_figure(output_dir / "cohort.png", results)
 
 

@@ -223,7 +223,9 @@ def test_empty_maps_nan_reasons_and_topology(drive, tmp_path, capsys):
     assert code == 0
     table = capsys.readouterr().out
     assert "(nan: no positive prediction)" in table.splitlines()[7] and table.splitlines()[7].startswith("precision")
-    content = json.loads((out / "metrics.json").read_text())
+    text = (out / "metrics.json").read_text()
+    content = json.loads(text, parse_constant=lambda name: pytest.fail(f"metrics.json is not strict JSON: {name}"))
+    assert content["pooled"]["precision"] is None and content["per_image"][0]["precision"] is None
     assert content["nan_reasons"]["precision"] == "no positive prediction"
     assert content["per_image"][0]["nan_reasons"]["precision"] == "no positive prediction"
     assert content["pooled"]["connectivity"] > 0.98 and content["pooled"]["cal"] == 0.0
