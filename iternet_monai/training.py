@@ -9,7 +9,6 @@ them. Every file is written atomically and an outdated checkpoint is removed onl
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -34,7 +33,7 @@ from monai.handlers import CheckpointSaver, ValidationHandler
 
 from .checkpoints import CheckpointError, describe_weights, read_checkpoint, save_atomic
 from .errors import InputError
-from .files import atomic_write_text
+from .files import atomic_write_json
 from .handlers import engine_loss
 
 __all__ = [
@@ -469,7 +468,8 @@ class TrainingRun:
 class TrainingValidation(ValidationHandler):
     """MONAI's ``ValidationHandler`` that validates with ``inferer`` (``make_inferer``'s ``auto``: the whole image
     on a CPU, where a sliding window would cost more than the training between validations) and says how far it
-    is: when it starts, every ``progress_seconds`` and when it ends."""
+    is: when it starts, every ``progress_seconds`` and when it ends. The last epoch is always validated, so the
+    epochs after the last ``interval`` of a schedule cut short (a time budget) can still give ``model.pt``."""
 
     def __init__(
         self,
@@ -489,6 +489,12 @@ class TrainingValidation(ValidationHandler):
         if self.inferer is not None:
             self.validator.inferer = self.inferer
         self.validator.add_event_handler(Events.ITERATION_COMPLETED, self._progress)
+        if self.epoch_level:
+            engine.add_event_handler(Events.COMPLETED, self._validate_last_epoch)
+
+    def _validate_last_epoch(self, engine: Engine) -> None:
+        if engine.state.epoch % self.interval:
+            self(engine)
 
     def __call__(self, engine: Engine) -> None:
         images = len(self.validator.data_loader)
@@ -659,7 +665,7 @@ class TrainingProgress:
     def _write_stats(self, engine: Engine) -> None:
         if self.stats_file is not None and _is_main_process():
             self.stats_file.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.stats_file, json.dumps(self.stats(engine), indent=1) + "\n")
+            atomic_write_json(self.stats_file, self.stats(engine))
 
     def _report(self, engine: Engine) -> None:
         self.last_log = time.monotonic()

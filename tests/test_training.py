@@ -259,3 +259,22 @@ def test_a_time_budget_trains_the_most_epochs_that_fit_and_records_the_schedule(
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 def test_no_worker_processes_on_cuda_where_the_cached_images_are_augmented_on_the_gpu(device):
     assert default_num_workers(device) == 0
+
+
+def test_the_last_epoch_of_a_schedule_cut_short_is_validated(tmp_path):
+    """Validation every 2 epochs of 5: epochs 2 and 4 by the interval, and 5, the last, at the end of training."""
+    from monai.data import DataLoader
+    from monai.engines import SupervisedEvaluator
+
+    from iternet_monai.training import TrainingValidation
+
+    validated: list[int] = []
+
+    def hook(trainer):
+        items = [{"image": torch.rand(3, 16, 16), "label": torch.ones(1, 16, 16)} for _ in range(2)]
+        evaluator = SupervisedEvaluator(torch.device("cpu"), DataLoader(items, batch_size=1), torch.nn.Identity())
+        evaluator.add_event_handler(Events.COMPLETED, lambda e: validated.append(trainer.state.epoch))
+        TrainingValidation(evaluator, interval=2).attach(trainer)
+
+    synthetic_run(tmp_path, epochs=5, hook=hook)
+    assert validated == [2, 4, 5]
