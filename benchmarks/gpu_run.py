@@ -4,9 +4,13 @@ truth, as the paper's tables), time inference and training, and write at most fi
 
     benchmarks/gpu_run.sh [--smoke] OUT_DIR        (installs carried wheels, then runs this)
 
-Every step runs even when an earlier one failed; the failures are in ``results.json``. Training has a time budget
-(``--train-minutes``): when the speed measured over the first steps says the paper's 200 epochs will not fit, the
-bundle trains the most epochs that fit, same everything else, and ``results.json`` records the schedule it ran.
+Every step runs even when an earlier one failed; the failures are in ``results.json``, which is rewritten after every
+step, so a run killed from outside still leaves what it measured. Training has a time budget (``--train-minutes``):
+when the speed measured over the first steps says the paper's 200 epochs will not fit, the bundle trains the most
+epochs that fit, same everything else, and ``results.json`` records the schedule it ran. Should training fail, the
+rest of the budget goes to the fallbacks of ``TRAINING_ATTEMPTS`` (training images on the CPU with worker processes,
+then also fp32). The whole job keeps to ``--deadline-minutes``: each step gets at most the time left, and a step
+that no longer fits is skipped and recorded as such.
 ``--smoke`` runs the same steps on the CPU with a tiny network, 2 training and 2 test images, 128-pixel windows at
 stride 32 instead of 3, in under 3 minutes (a test runs it, so this script cannot rot).
 
@@ -20,11 +24,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,10 +44,26 @@ PAPER_DRIVE = {
     "accuracy": 0.9573,
     "auc": 0.9816,
 }
+# What training tries, in order, while the time budget lasts: the bundle's defaults (images cached and augmented on the
+# GPU by a thread loader, bf16), then the CPU-worker loading, then that in fp32. A later one runs only after a failure.
+CPU_WORKER_LOADING = [
+    "--cache_device", "cpu", "--train#dataloader#_target_", "DataLoader",
+    "--num_workers", str(max(1, min(12, (os.cpu_count() or 2) - 2))),
+]  # fmt: skip
+TRAINING_ATTEMPTS = {
+    "default": [],
+    "cpu_workers": CPU_WORKER_LOADING,
+    "cpu_workers_fp32": [*CPU_WORKER_LOADING, "--amp", "false"],
+}
+MIN_TRAIN_MINUTES = 1.0  # a fallback with less of the budget left than this is not started
 SMOKE_TRAINING = [
     "--network_def#features", "4", "--patch_size", "[64,64]", "--batch_size", "4", "--num_patches", "2",
     "--steps_per_epoch", "2", "--epochs", "2", "--val_interval", "1", "--sw_overlap", "0.0", "--device", "cpu",
 ]  # fmt: skip
+
+
+# Lines of a step's output that are shown as it runs (the rest goes to its log file).
+PROGRESS_WORDS = ("speed on", "time budget", "epoch ", "Metrics", "wrote", "iternet:", "validation took")
 
 
 def log(message: str) -> None:
@@ -49,32 +71,62 @@ def log(message: str) -> None:
 
 
 class Job:
-    """The steps of the run, each timed and recorded; a failed step is recorded and the next one still runs."""
+    """The steps of the run, each timed and recorded; a failed step is recorded and the next one still runs. With a
+    ``deadline`` (seconds from now) every step gets at most the time left, less ``RESERVE_SECONDS`` for writing the
+    results; a step with less than ``min_seconds`` left is skipped and recorded."""
 
-    def __init__(self) -> None:
+    RESERVE_SECONDS = 15.0
+
+    def __init__(self, deadline: float | None = None) -> None:
         self.steps: dict[str, dict] = {}
         self.failures: list[dict] = []
+        self.deadline = None if deadline is None else time.monotonic() + deadline
 
-    def run(self, name: str, command: list[str], log_file: Path | None = None, timeout: float | None = None) -> bool:
+    def seconds_left(self) -> float:
+        """Seconds a step may still take."""
+        return math.inf if self.deadline is None else self.deadline - time.monotonic() - self.RESERVE_SECONDS
+
+    def allowed(self, name: str, timeout: float | None, min_seconds: float = 10.0) -> float | None:
+        """The timeout step ``name`` runs under (None: none), or 0 when it does not fit and is recorded as skipped."""
+        allowed = min(math.inf if timeout is None else timeout, self.seconds_left())
+        if allowed < min_seconds:
+            self.steps[name] = {"skipped": True}
+            self.failures.append({"step": name, "skipped": f"{max(0.0, allowed):.0f} s left before the deadline"})
+            log(f"{name}: SKIPPED, {max(0.0, allowed):.0f} s left before the deadline")
+            return 0
+        return None if allowed == math.inf else allowed
+
+    def run(
+        self, name: str, command: list[str], log_file: Path | None = None, timeout: float | None = None,
+        min_seconds: float = 10.0,
+    ) -> bool:  # fmt: skip
+        timeout = self.allowed(name, timeout, min_seconds)
+        if timeout == 0:
+            return False
         log(f"{name}: {' '.join(command)}")
         start = time.monotonic()
+        tail: list[str] = []
         with open(log_file or os.devnull, "a") as sink:
             try:
                 process = subprocess.Popen(
                     command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
                 )
-                tail: list[str] = []
-                for line in process.stdout:
+            except OSError as error:
+                code, tail = -1, [f"{type(error).__name__}: {error}"]
+            else:
+                timer = threading.Timer(timeout, process.kill) if timeout is not None else None
+                if timer is not None:
+                    timer.start()
+                for line in process.stdout:  # ends when the process does, or is killed at the timeout
                     sink.write(line)
                     tail = (tail + [line.rstrip()])[-25:]
-                    if any(
-                        word in line for word in ("speed on", "time budget", "epoch ", "Metrics", "wrote", "iternet:")
-                    ):
+                    if any(word in line for word in PROGRESS_WORDS):
                         print(f"  {line.rstrip()[:220]}", flush=True)
-                code = process.wait(timeout=timeout)
-            except (OSError, subprocess.TimeoutExpired) as error:
-                process.kill()
-                code, tail = -1, [f"{type(error).__name__}: {error}"]
+                code = process.wait()
+                if timer is not None and not timer.is_alive() and code < 0:
+                    tail.append(f"killed after its timeout of {timeout:.0f} s")
+                if timer is not None:
+                    timer.cancel()
         seconds = round(time.monotonic() - start, 1)
         self.steps[name] = {"seconds": seconds, "returncode": code}
         if code != 0:
@@ -140,38 +192,89 @@ def ship_weights(model: Path, out: Path) -> dict:
     }
 
 
+def train(job: Job, args: argparse.Namespace, work: Path, out: Path, drive: Path, datalist: Path) -> Path | None:
+    """Train with the user's command under the time budget, trying ``TRAINING_ATTEMPTS`` in turn while one fails and
+    the budget lasts; returns the bundle folder whose ``models/model.pt`` to ship (the last one that has one)."""
+    budget_ends = time.monotonic() + 60 * args.train_minutes
+    trained = None
+    for attempt, overrides in TRAINING_ATTEMPTS.items():
+        minutes = (budget_ends - time.monotonic()) / 60
+        if attempt != "default" and minutes < MIN_TRAIN_MINUTES:
+            log(f"train_{attempt}: not started, {minutes:.1f} min of the training budget left")
+            break
+        root = work / f"train_{attempt}"
+        command = training_command(root, drive, datalist, minutes, args.smoke) + overrides
+        succeeded = job.run(f"train_{attempt}", command, out / "train.log", timeout=60 * minutes + 240, min_seconds=60)
+        if (root / "models" / "model.pt").is_file():
+            trained = root
+        if succeeded:
+            break
+    return trained
+
+
+def training_command(root: Path, drive: Path, datalist: Path, minutes: float, smoke: bool) -> list[str]:
+    """The user's training command (README), in bundle folder ``root`` with a time budget of ``minutes``."""
+    return [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "bundles/iternet/configs/train.json",
+        "--bundle_root", str(root), "--dataset_dir", str(drive), "--datalist", str(datalist),
+        "--time_budget_minutes", f"{minutes:.3f}",
+    ] + (SMOKE_TRAINING if smoke else [])  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny network, 2+2 images, under 3 minutes")
     parser.add_argument("--train-minutes", type=float, default=5.0, help="training time budget (default 5)")
+    parser.add_argument("--deadline-minutes", type=float, default=9.0, help="the whole job's limit (default 9)")
     parser.add_argument("--sw-batch-size", type=int, default=512, help="windows per forward pass (GPU)")
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="gpu_run-"))
+    job = Job(deadline=60 * args.deadline_minutes)
     started = time.monotonic()
     python = sys.executable
-    job = Job()
     import torch
+
+    from iternet_monai.files import atomic_write_json
 
     drive = drive_folder()
     datalist = smoke_datalist(work) if args.smoke else Path("iternet_monai/data/datalists/drive.json")
-    bundle = [python, "-m", "monai.bundle", "run"]
-    training = [
-        *bundle, "training", "--config_file", "bundles/iternet/configs/train.json",
-        "--bundle_root", str(work / "train"), "--dataset_dir", str(drive), "--datalist", str(datalist),
-        "--time_budget_minutes", str(args.train_minutes),
-    ]  # fmt: skip
-    job.run(
-        "train", training + (SMOKE_TRAINING if args.smoke else []), out / "train.log", 60 * args.train_minutes + 300
-    )
-    model = work / "train" / "models" / "model.pt"
-    shipped = job.call("ship_weights", ship_weights, model, out)
+    metrics: dict[str, dict] = {}
+    results: dict = {
+        "smoke": args.smoke,
+        "device": torch.cuda.get_device_name()
+        if torch.cuda.is_available() and not args.smoke
+        else platform.processor(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "commands": {
+            "train": " ".join(training_command(work / "train_default", drive, datalist, args.train_minutes, False)),
+            "time_budget_minutes": args.train_minutes,
+            "fallbacks": TRAINING_ATTEMPTS,
+        },
+        "steps": job.steps,
+        "failures": job.failures,
+    }
+
+    def save(**entries) -> None:
+        """results.json and metrics.json as they stand: rewritten after every step."""
+        results.update(entries, total_seconds=round(time.monotonic() - started, 1))
+        atomic_write_json(out / "metrics.json", metrics)
+        atomic_write_json(out / "results.json", results)
+
+    save()
+    trained = train(job, args, work, out, drive, datalist)
+    results["trained_by"] = None if trained is None else trained.name
+    if trained is not None:
+        save(schedule=job.call("train_stats", read_json, trained / "eval" / "train_stats.json"))
+    shipped = job.call("ship_weights", ship_weights, trained / "models" / "model.pt", out) if trained else None
+    save(weights=shipped)
     weights = out / "model_fp16.pt"
 
     stride3 = "0.75" if args.smoke else "0.9765625"  # smoke: stride 32 on the CPU, the same steps
-    metrics: dict[str, dict] = {}
+    bundle = [python, "-m", "monai.bundle", "run"]
     evaluations = []
     for mode, overlap in (("whole_image", "0.0"), ("sliding_window", stride3)):
         maps = work / f"maps_{mode}"
@@ -182,7 +285,9 @@ def main() -> int:
                 "--datalist", str(datalist), "--ckpt_path", str(weights), "--mode", mode, "--sw_overlap", overlap,
                 "--sw_batch_size", str(args.sw_batch_size), "--nifti", "true", "--output_dir", str(maps),
             ] + (["--device", "cpu"] if args.smoke else []),
+            timeout=240,
         )  # fmt: skip
+        save()
         variants = {"fov": [], "whole_image_region": ["--no-fov"]}
         if mode == "sliding_window":
             variants["fov_paper_ground_truth"] = ["--gt-roundtrip", "576"]
@@ -199,47 +304,35 @@ def main() -> int:
         "--ckpt", str(weights), "--images", "2" if args.smoke else "3", "--sw-batch-size", str(args.sw_batch_size),
         "--output", str(out / "speed.json"),
     ] + (["--max-windows", "8", "--features", "4"] if args.smoke else [])  # fmt: skip
-    job.run("speed", speed, timeout=600)
+    job.run("speed", speed, timeout=240)
+    save(speed=read_json(out / "speed.json") if (out / "speed.json").is_file() else None)
     buffered = work / "speed_buffered.json"  # MONAI's buffered stitching at stride 3, to compare
     variant = ["--modes", "stride3", "--no-training", "--buffer-steps", "4", "--output", str(buffered)]
-    job.run("speed_buffered", speed[: speed.index("--output")] + variant, timeout=300)
+    job.run("speed_buffered", speed[: speed.index("--output")] + variant, timeout=120, min_seconds=45)
+    save(speed_buffer_steps_4=read_json(buffered) if buffered.is_file() else None)
     for name, output, process in evaluations:  # the evaluations ran on the CPU cores while the GPU was timed
-        process.wait()
+        try:
+            process.wait(timeout=max(1.0, job.seconds_left()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         output.close()
         job.steps[f"evaluate_{name}"] = {"returncode": process.returncode}
         if process.returncode != 0:
             tail = Path(output.name).read_text().splitlines()[-25:]
-            job.failures.append({"step": f"evaluate_{name}", "output_tail": tail})
+            job.failures.append({"step": f"evaluate_{name}", "returncode": process.returncode, "output_tail": tail})
             continue
-        metrics[name] = json.loads((work / f"eval_{name}" / "metrics.json").read_text())
-
-    train_stats = job.call(
-        "train_stats", lambda: json.loads((work / "train" / "eval" / "train_stats.json").read_text())
-    )
+        metrics[name] = read_json(work / f"eval_{name}" / "metrics.json")
     ours = {name: {k: content["pooled"].get(k) for k in PAPER_DRIVE} for name, content in metrics.items()}
-    results = {
-        "smoke": args.smoke,
-        "device": torch.cuda.get_device_name()
-        if torch.cuda.is_available() and not args.smoke
-        else platform.processor(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "commands": {"train": " ".join(training), "time_budget_minutes": args.train_minutes},
-        "schedule": train_stats,
-        "weights": shipped,
-        "table1_drive": {"paper": PAPER_DRIVE, **ours},
-        "speed": json.loads((out / "speed.json").read_text()) if (out / "speed.json").is_file() else None,
-        "speed_buffer_steps_4": json.loads(buffered.read_text()) if buffered.is_file() else None,
-        "steps": job.steps,
-        "failures": job.failures,
-        "total_seconds": round(time.monotonic() - started, 1),
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    save(table1_drive={"paper": PAPER_DRIVE, **ours})
     log(f"done in {results['total_seconds']} s with {len(job.failures)} failure(s); files in {out}:")
     for name, values in ours.items():
         log(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float)))
     return 1 if job.failures else 0
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from monai.transforms import Compose
 
 from iternet_monai.data import builtin_datalist, load_datalist
 from iternet_monai.evaluation import model_predictor
+from iternet_monai.files import atomic_write_json
 from iternet_monai.inference import load_pipeline
 from iternet_monai.inferers import sliding_window_count
 from iternet_monai.losses import IterNetLoss
@@ -177,12 +178,13 @@ def main() -> None:
                 entry["auc_bf16_minus_fp32_one_image"] = bf16_auc_change(args, mode, device, data[0])
         results["modes"][mode] = entry
         print(mode, json.dumps(entry), flush=True)
+        if args.output:  # after every mode, so a run stopped part-way keeps what it measured
+            atomic_write_json(args.output, results)
     if not args.no_training:
         results["training_plain_loop"] = training_throughput(device, features=args.features)
         print("training (plain loop)", json.dumps(results["training_plain_loop"]), flush=True)
     if args.output:
-        with open(args.output, "w") as handle:
-            json.dump(results, handle, indent=1)
+        atomic_write_json(args.output, results)
 
 
 if __name__ == "__main__":

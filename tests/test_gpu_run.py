@@ -11,7 +11,7 @@ import torch
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from gpu_run import Job  # noqa: E402
+from gpu_run import TRAINING_ATTEMPTS, Job, training_command  # noqa: E402
 
 from iternet_monai.checkpoints import iternet_for_weights  # noqa: E402
 
@@ -55,3 +55,27 @@ def test_a_failed_step_is_recorded_and_the_next_one_still_runs(tmp_path):
     assert [f["step"] for f in job.failures] == ["first", "third"]
     assert job.failures[0]["returncode"] == 3 and job.failures[0]["output_tail"] == ["broken"]
     assert job.steps["second"]["returncode"] == 0 and "ZeroDivisionError" in job.failures[1]["error"]
+
+
+def test_a_step_past_its_timeout_is_killed_and_one_past_the_deadline_is_skipped():
+    job = Job(deadline=Job.RESERVE_SECONDS + 30)
+    code = "import time; print('started', flush=True); time.sleep(60)"
+    assert not job.run("slow", [sys.executable, "-c", code], timeout=3, min_seconds=1)
+    assert job.steps["slow"]["seconds"] < 30 and job.failures[0]["output_tail"][-1].startswith("killed after")
+    assert not job.run("too_long", [sys.executable, "-c", "print(1)"], min_seconds=60)
+    assert job.steps["too_long"] == {"skipped": True} and "deadline" in job.failures[1]["skipped"]
+
+
+@pytest.mark.slow
+def test_the_training_fallback_trains_with_worker_processes_in_fp32(drive, tmp_path):
+    """The last fallback of the GPU run (images on the CPU, a DataLoader with workers, no autocast) is a working
+    command of the bundle: it runs only after a failure on the GPU, so it is run here."""
+    datalist = tmp_path / "two.json"
+    items = json.loads((REPO / "iternet_monai/data/datalists/drive.json").read_text())["training"][:2]
+    datalist.write_text(json.dumps({"training": items, "validation": items[:1]}))
+    command = training_command(tmp_path / "bundle", drive, datalist, 5.0, smoke=True)
+    command += TRAINING_ATTEMPTS["cpu_workers_fp32"]  # after the smoke settings, as the GPU run adds them
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "bundle" / "models" / "model.pt").is_file()
+    assert "worker" in result.stdout + result.stderr or (tmp_path / "bundle" / "eval" / "train_stats.json").is_file()
