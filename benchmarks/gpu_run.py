@@ -11,6 +11,7 @@ epochs that fit, same everything else, and ``results.json`` records the schedule
 rest of the budget goes to the fallbacks of ``TRAINING_ATTEMPTS`` (training images on the CPU with worker processes,
 then also fp32). The whole job keeps to ``--deadline-minutes``: each step gets at most the time left, and a step
 that no longer fits is skipped and recorded as such.
+Stride 3 is timed with the batched stitching (the default) and with MONAI's own loop, plain and buffered.
 ``--smoke`` runs the same steps on the CPU with a tiny network, 2 training and 2 test images, 128-pixel windows at
 stride 32 instead of 3, in under 3 minutes (a test runs it, so this script cannot rot).
 
@@ -306,10 +307,15 @@ def main() -> int:
     ] + (["--max-windows", "8", "--features", "4"] if args.smoke else [])  # fmt: skip
     job.run("speed", speed, timeout=240)
     save(speed=read_json(out / "speed.json") if (out / "speed.json").is_file() else None)
-    buffered = work / "speed_buffered.json"  # MONAI's buffered stitching at stride 3, to compare
-    variant = ["--modes", "stride3", "--no-training", "--buffer-steps", "4", "--output", str(buffered)]
-    job.run("speed_buffered", speed[: speed.index("--output")] + variant, timeout=120, min_seconds=45)
-    save(speed_buffer_steps_4=read_json(buffered) if buffered.is_file() else None)
+    stitching_file = work / "stitching.json"  # the sliding window's cost besides the network, each stitching
+    overhead = [python, "benchmarks/stitching.py", "--output", str(stitching_file)]
+    job.run("stitching", overhead + (["--size", "200", "200", "--repeats", "1"] if args.smoke else []), timeout=90)
+    save(stitching=read_json(stitching_file) if stitching_file.is_file() else None)
+    for name, extra in (("monai", []), ("monai_buffer_steps_4", ["--buffer-steps", "4"])):  # to compare with
+        variant = work / f"speed_{name}.json"
+        options = ["--modes", "stride3", "--no-training", "--stitching", "monai", *extra, "--output", str(variant)]
+        job.run(f"speed_{name}", speed[: speed.index("--output")] + options, timeout=120, min_seconds=45)
+        save(**{f"speed_stride3_{name}": read_json(variant) if variant.is_file() else None})
     for name, output, process in evaluations:  # the evaluations ran on the CPU cores while the GPU was timed
         try:
             process.wait(timeout=max(1.0, job.seconds_left()))

@@ -27,7 +27,7 @@ from iternet_monai.data import builtin_datalist, load_datalist
 from iternet_monai.evaluation import model_predictor
 from iternet_monai.files import atomic_write_json
 from iternet_monai.inference import load_pipeline
-from iternet_monai.inferers import sliding_window_count
+from iternet_monai.inferers import STITCHINGS, sliding_window_count
 from iternet_monai.losses import IterNetLoss
 from iternet_monai.metrics import pixel_auc
 from iternet_monai.networks import IterNet
@@ -64,6 +64,7 @@ def pipeline_predictor(args: argparse.Namespace, mode: str, device: torch.device
     inferer_mode, overlap = MODES[mode]
     overrides = {"mode": inferer_mode, "sw_overlap": overlap, "sw_batch_size": args.sw_batch_size, "device": device}
     overrides.update(ckpt_path=args.ckpt, compile=args.compile, sw_buffer_steps=args.buffer_steps)
+    overrides.update(sw_stitching=args.stitching)
     pipeline = load_pipeline(**overrides)
     network, inferer = pipeline.get_parsed_content("network"), pipeline.get_parsed_content("inferer")
     amp = pipeline.get_parsed_content("amp") if amp is None else amp
@@ -141,7 +142,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--sw-batch-size", type=int, default=512)
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA)")
-    parser.add_argument("--buffer-steps", type=int, help="MONAI's buffered window stitching (sliding window)")
+    parser.add_argument("--stitching", default="batched", choices=STITCHINGS, help="sliding window stitching")
+    parser.add_argument("--buffer-steps", type=int, help="MONAI's buffered stitching (with --stitching monai)")
     parser.add_argument("--max-windows", type=int, default=64, help="windows timed per mode on a CPU")
     parser.add_argument("--no-training", action="store_true")
     parser.add_argument("--features", type=int, default=32, help="width of the plain training loop's network")
@@ -159,6 +161,7 @@ def main() -> None:
         "images": len(data),
         "sw_batch_size": args.sw_batch_size,
         "compile": args.compile,
+        "stitching": args.stitching,
         "buffer_steps": args.buffer_steps,
         "modes": {},
     }
