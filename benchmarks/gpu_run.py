@@ -247,7 +247,7 @@ def main() -> int:
         "smoke": args.smoke,
         "device": torch.cuda.get_device_name()
         if torch.cuda.is_available() and not args.smoke
-        else platform.processor(),
+        else f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
         "torch": torch.__version__,
         "python": platform.python_version(),
         "commands": {

@@ -1,7 +1,9 @@
 """The GPU job (benchmarks/gpu_run.sh) cannot rot: its --smoke run does every step on the CPU with a tiny network."""
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +47,50 @@ def test_smoke_run_does_every_step_and_writes_at_most_eight_files(drive, tmp_pat
     assert {"whole", "stride8", "stride3"} <= set(speed["modes"]) and speed["training_plain_loop"][
         "patches_per_second"
     ] > 0
+    check_shipping(tmp_path / "out", results, tmp_path / "scratch")
+
+
+def check_shipping(out: Path, results: dict, scratch: Path) -> None:
+    """ship_gpu_run.py on the smoke run, into a scratch copy of the bundle's configs and the docs: refused as a
+    smoke run; marked as a real run, it ships the weights, their sha256 and the numbers of results.json."""
+    shutil.copytree(REPO / "iternet_monai" / "bundle" / "configs", scratch / "bundle" / "configs")
+    shutil.copytree(REPO / "docs", scratch / "docs")
+    ship = [
+        sys.executable, "benchmarks/ship_gpu_run.py", str(out), "--bundle", str(scratch / "bundle"),
+        "--docs", str(scratch / "docs"),
+    ]  # fmt: skip
+    refused = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--smoke run" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert not (scratch / "bundle" / "models").exists()
+    (out / "results.json").write_text(json.dumps({**results, "smoke": False}))
+    shipped = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)
+    assert shipped.returncode == 0, shipped.stderr
+    weights = scratch / "bundle" / "models" / "model.pt"
+    assert weights.read_bytes() == (out / "model_fp16.pt").read_bytes()
+    metadata = json.loads((scratch / "bundle" / "configs" / "metadata.json").read_text())
+    assert metadata["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (
+        metadata["version"] in metadata["changelog"]
+        and metadata["weights"]["sha256"] in metadata["changelog"][metadata["version"]]
+    )
+    page = (scratch / "docs" / "results.md").read_text().splitlines()
+    row = next(line for line in page if line.startswith("| ours, stride 3, FoV, official ground truth"))
+    table = results["table1_drive"]["stride3_fov"]
+    assert row.split(" | ")[1:] == [f"{table[k]:.4f}" for k in ("connectivity", "f1", "sensitivity", "specificity",
+                                                                 "accuracy")] + [f"{table['auc']:.4f} |"]  # fmt: skip
+    rows = (scratch / "docs" / "benchmarks.md").read_text()
+    assert (
+        "Not measured yet" not in rows and f"| {results['speed']['modes']['whole']['seconds_per_image']:.3f} |" in rows
+    )
+    weights.write_bytes(b"weights shipped before")
+    kept = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)
+    assert kept.returncode == 2 and "--replace" in kept.stderr and weights.read_bytes() == b"weights shipped before"
+    assert subprocess.run([*ship, "--replace"], cwd=REPO, capture_output=True).returncode == 0
+    assert weights.read_bytes() == (out / "model_fp16.pt").read_bytes()
+    (out / "model_fp16.pt").write_bytes(b"other weights")
+    changed = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)
+    assert changed.returncode == 2 and "sha256" in changed.stderr
+    assert weights.read_bytes() != b"other weights"
 
 
 def test_a_failed_step_is_recorded_and_the_next_one_still_runs(tmp_path):
