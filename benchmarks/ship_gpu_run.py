@@ -4,7 +4,8 @@
   ``metadata.json`` (a new minor version with a changelog entry);
 - ``docs/results.md``: the paper's Table 1 (DRIVE) beside ours, whole image and stride 3, inside the FoV and on
   the whole image, the targets met or missed, the schedule, the commands, the speed and any failed step;
-- the GPU rows of ``docs/benchmarks.md`` (between its ``gpu-rows`` markers).
+- the GPU rows of ``docs/benchmarks.md`` (between its ``gpu-rows`` markers) and what the README and the bundle's
+  README say of the weights (between their ``weights`` markers).
 
     python benchmarks/ship_gpu_run.py OUT_DIR [--replace]
 
@@ -29,7 +30,6 @@ sys.path.insert(0, str(REPO))
 
 from iternet_monai.files import atomic_path, atomic_write_text  # noqa: E402
 
-MARKERS = ("<!-- gpu-rows:start -->", "<!-- gpu-rows:end -->")
 # Table 1's rows: results.json's table1_drive key and what it is.
 ROWS = {
     "paper": "paper (Li et al. 2020, Table 1)",
@@ -182,6 +182,29 @@ def speed_rows(results: dict) -> list[str]:
     return lines
 
 
+def weights_note(results: dict, digest: str) -> list[str]:
+    """What the READMEs say of the shipped weights."""
+    schedule = results.get("schedule") or {}
+    paper = results.get("table1_drive", {}).get("stride3_fov_paper_ground_truth") or {}
+    return [
+        f"The bundle ships trained weights, `models/model.pt` (float16, sha256 `{digest}`), trained on DRIVE's 20 "
+        f"training images ({schedule.get('epoch', '–')} of the paper's {schedule.get('planned_epochs', '–')} epochs "
+        f"on {results.get('device')}). On DRIVE's test images, stride 3, the paper's protocol: AUC "
+        f"{number(paper.get('auc'))}, F1 {number(paper.get('f1'))}, Conn {number(paper.get('connectivity'))} "
+        "(docs/results.md of the repository, beside the paper's). `--ckpt_path` takes your own `model.pt`.",
+    ]
+
+
+def replace_block(path: Path, name: str, lines: list[str]) -> str:
+    """``path``'s text with the lines between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text()
+    if text.count(start) != 1 or text.count(end) != 1:
+        raise ShipError(f"{path}: needs one {start} and one {end} line around what this script writes")
+    pattern = re.escape(start) + ".*?" + re.escape(end)
+    return re.sub(pattern, lambda _: "\n".join([start, *lines, end]), text, flags=re.DOTALL)
+
+
 def results_page(results: dict, weights_sha: str) -> str:
     schedule = results.get("schedule") or {}
     failures = results.get("failures") or []
@@ -235,24 +258,27 @@ def results_page(results: dict, weights_sha: str) -> str:
     return "\n".join(lines)
 
 
-def ship(out: Path, bundle: Path, docs: Path, replace: bool = False) -> str:
-    """Check everything, then write the weights, metadata.json, results.md and the benchmarks rows."""
+def ship(out: Path, bundle: Path, docs: Path, readme: Path, replace: bool = False) -> str:
+    """Check everything, then write the weights, metadata.json, results.md and the marked blocks of the READMEs and
+    benchmarks.md."""
     results = load_run(out)
     weights = out / results["weights"]["file"]
+    digest = results["weights"]["sha256"]
     target = bundle / "models" / "model.pt"
-    if target.is_file() and sha256(target) != results["weights"]["sha256"] and not replace:
+    if target.is_file() and sha256(target) != digest and not replace:
         raise ShipError(f"{target} exists with other weights; pass --replace to ship these instead")
-    benchmarks = docs / "benchmarks.md"
-    text = benchmarks.read_text()
-    if text.count(MARKERS[0]) != 1 or text.count(MARKERS[1]) != 1:
-        raise ShipError(f"{benchmarks}: needs one {MARKERS[0]} and one {MARKERS[1]} line around the GPU rows")
+    note = weights_note(results, digest)
+    blocks = {
+        docs / "benchmarks.md": replace_block(docs / "benchmarks.md", "gpu-rows", speed_rows(results)),
+        readme: replace_block(readme, "weights", note),
+        bundle / "docs" / "README.md": replace_block(bundle / "docs" / "README.md", "weights", note),
+    }
     metadata_file = bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_file.read_text())
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as temporary:
         shutil.copyfile(weights, temporary)
-    digest = results["weights"]["sha256"]
     schedule = results.get("schedule") or {}
     major, minor, _ = (int(part) for part in metadata["version"].split("."))
     version = f"{major}.{minor + 1}.0"
@@ -274,9 +300,8 @@ def ship(out: Path, bundle: Path, docs: Path, replace: bool = False) -> str:
     }
     atomic_write_text(metadata_file, json.dumps(metadata, indent=4, ensure_ascii=False) + "\n")
     atomic_write_text(docs / "results.md", results_page(results, digest))
-    block = "\n".join([MARKERS[0], *speed_rows(results), MARKERS[1]])
-    pattern = re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1])
-    atomic_write_text(benchmarks, re.sub(pattern, lambda _: block, text, flags=re.DOTALL))
+    for path, text in blocks.items():
+        atomic_write_text(path, text)
     return digest
 
 
@@ -285,16 +310,17 @@ def main() -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--bundle", type=Path, default=REPO / "iternet_monai" / "bundle")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
     parser.add_argument("--replace", action="store_true", help="replace shipped weights")
     args = parser.parse_args()
     try:
-        digest = ship(args.out_dir, args.bundle, args.docs, args.replace)
+        digest = ship(args.out_dir, args.bundle, args.docs, args.readme, args.replace)
     except ShipError as err:
         print(f"ship_gpu_run: {err}", file=sys.stderr)
         return 2
     print(
         f"shipped {args.bundle / 'models' / 'model.pt'} (sha256 {digest}); wrote {args.docs / 'results.md'} and "
-        f"the GPU rows of {args.docs / 'benchmarks.md'}: review them, then commit"
+        f"the marked blocks of {args.docs / 'benchmarks.md'} and both READMEs: review them, then commit"
     )
     return 0
 

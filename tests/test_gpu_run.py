@@ -53,11 +53,13 @@ def test_smoke_run_does_every_step_and_writes_at_most_eight_files(drive, tmp_pat
 def check_shipping(out: Path, results: dict, scratch: Path) -> None:
     """ship_gpu_run.py on the smoke run, into a scratch copy of the bundle's configs and the docs: refused as a
     smoke run; marked as a real run, it ships the weights, their sha256 and the numbers of results.json."""
-    shutil.copytree(REPO / "iternet_monai" / "bundle" / "configs", scratch / "bundle" / "configs")
+    for part in ("configs", "docs"):
+        shutil.copytree(REPO / "iternet_monai" / "bundle" / part, scratch / "bundle" / part)
     shutil.copytree(REPO / "docs", scratch / "docs")
+    shutil.copyfile(REPO / "README.md", scratch / "README.md")
     ship = [
         sys.executable, "benchmarks/ship_gpu_run.py", str(out), "--bundle", str(scratch / "bundle"),
-        "--docs", str(scratch / "docs"),
+        "--docs", str(scratch / "docs"), "--readme", str(scratch / "README.md"),
     ]  # fmt: skip
     refused = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)
     assert refused.returncode == 2 and "--smoke run" in refused.stderr and len(refused.stderr.splitlines()) == 1
@@ -87,6 +89,9 @@ def check_shipping(out: Path, results: dict, scratch: Path) -> None:
     assert kept.returncode == 2 and "--replace" in kept.stderr and weights.read_bytes() == b"weights shipped before"
     assert subprocess.run([*ship, "--replace"], cwd=REPO, capture_output=True).returncode == 0
     assert weights.read_bytes() == (out / "model_fp16.pt").read_bytes()
+    for readme in (scratch / "README.md", scratch / "bundle" / "docs" / "README.md"):
+        text = readme.read_text()
+        assert "shipped yet" not in text and metadata["weights"]["sha256"] in text, readme
     (out / "model_fp16.pt").write_bytes(b"other weights")
     changed = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)
     assert changed.returncode == 2 and "sha256" in changed.stderr
