@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import BUILTIN_DATALISTS, DatalistError, builtin_datalist, load_datalist, make_datalist
+from .data import BUILTIN_DATALISTS, DatalistError, load_datalist, make_datalist
 from .errors import find_input_error
 from .files import atomic_write_json, check_writable_folder
 
@@ -22,8 +22,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     check_writable_folder(args.output, "--output")  # before the maps are read or the model runs
-    datalist = builtin_datalist(args.datalist) if args.datalist in BUILTIN_DATALISTS else args.datalist
-    items = load_datalist(datalist, args.dataset_dir, args.key, check=True)
+    items = load_datalist(args.datalist, args.dataset_dir, args.key, check=True)
     if (args.ckpt is None) == (args.predictions is None):
         raise EvaluationError("give exactly one of --ckpt (a model.pt to run) or --predictions (a folder of maps)")
     if args.predictions:
@@ -111,6 +110,9 @@ def _measure(args: argparse.Namespace) -> int:
         mm_per_pixel=args.mm_per_pixel,
         rules=parse_rules(args.qc),
         overwrite=args.overwrite,
+        datalist=args.datalist,
+        dataset_dir=args.dataset_dir,
+        data_key=args.data_key,
     )
 
 
@@ -184,12 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     me = commands.add_parser(
         "measure",
         help="vessel biomarkers and quality control of a folder of vessel maps",
-        description="Measure every binary vessel map of --masks (density, length, fractal dimension, per-segment "
-        "length, tortuosity and calibre) and check its quality; files of the other folders are matched by file stem "
-        "(<stem>_mask / <stem>_prob as inference writes them). Writes biomarkers.csv, segments.csv, quality.csv, "
+        description="Measure every binary vessel map of --masks, or the label of every item of a --datalist "
+        "(density, length, fractal dimension, per-segment length, tortuosity and calibre) and check its quality; "
+        "files of the other folders are matched by file stem (<stem>_mask / <stem>_prob as inference writes them). Writes biomarkers.csv, segments.csv, quality.csv, "
         "columns.json (every column and unit), figures/<stem>.png and cohort.png. See docs/biomarkers.md.",
     )
-    me.add_argument("--masks", required=True, help="folder of binary vessel maps (PNG, GIF, TIFF, NPY, NIfTI)")
+    me.add_argument("--masks", help="folder of binary vessel maps (PNG, GIF, TIFF, NPY, NIfTI)")
+    me.add_argument(
+        "--datalist",
+        help="instead of --masks: measure the labels of a datalist's items (drive, chase_db1, stare or a JSON file), "
+        "with their photographs and FoV masks, e.g. a dataset's reference annotations",
+    )
+    me.add_argument("--dataset-dir", help="folder the datalist's paths start from")
+    me.add_argument("--data-key", default="testing", help="the datalist's list to measure (default testing)")
     me.add_argument("--probabilities", help="folder of probability maps (for the uncertainty checks)")
     me.add_argument("--images", help="folder of the photographs (figures, exposure and contrast, FoV)")
     me.add_argument("--fov-masks", help="folder of FoV masks (else derived from the photographs, else whole image)")

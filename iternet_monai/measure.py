@@ -27,7 +27,15 @@ from PIL import Image, ImageDraw, ImageFont
 from . import __version__
 from .biomarkers import CENTRELINE_SIGMA, IMAGE_COLUMNS, SEGMENT_COLUMNS, VesselMeasures, measure_vessels, mm_column
 from .errors import InputError
-from .files import KNOWN_SUFFIXES, OUTPUT_TAGS, atomic_path, atomic_write_json, atomic_write_text, file_stem
+from .files import (
+    KNOWN_SUFFIXES,
+    OUTPUT_TAGS,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    file_stem,
+    unique_names,
+)
 from .quality import DEFAULT_RULES, QUALITY_COLUMNS, QualityRule, photograph_fov, quality_flags, quality_measures
 
 __all__ = [
@@ -361,7 +369,7 @@ def _one_line(error: Exception, path: Path, partners) -> str:
 
 
 def measure_folders(
-    masks: str | Path,
+    masks: str | Path | None,
     output_dir: str | Path,
     probabilities: str | Path | None = None,
     images: str | Path | None = None,
@@ -369,22 +377,37 @@ def measure_folders(
     mm_per_pixel: float | None = None,
     rules: Mapping[str, QualityRule] | None = None,
     overwrite: bool = False,
+    datalist: str | Path | None = None,
+    dataset_dir: str | Path | None = None,
+    data_key: str = "testing",
 ) -> int:
     """The ``measure`` command: every vessel map of ``masks`` with its probability map, photograph and FoV mask
-    (matched by file stem), written to ``output_dir``. A file that cannot be used gets one line on stderr naming it
-    and the rest are measured; returns 0, or 1 when some image failed."""
+    (matched by file stem), or, with ``datalist``, the ``label`` of every item of its ``data_key`` list with the
+    item's ``image`` and ``mask`` (e.g. a dataset's reference annotations), written to ``output_dir``. A file that
+    cannot be used gets one line on stderr naming it and the rest are measured; returns 0, or 1 when some image
+    failed."""
     from .evaluation import read_probability_map
 
     if mm_per_pixel is not None and not mm_per_pixel > 0:
         raise InputError(f"--mm-per-pixel must be positive, got {mm_per_pixel}")
     problems: list[str] = []
-    vessel_maps = _folder_files(masks, "_mask", problems)
-    if not vessel_maps:
-        raise InputError(f"no vessel maps ({', '.join(KNOWN_SUFFIXES)}) in {masks}")
+    if datalist is not None:
+        if masks is not None or images is not None or fov_masks is not None:
+            raise InputError("--datalist gives the vessel maps, photographs and FoV masks: drop --masks, --images "
+                             "and --fov-masks, or the datalist")  # fmt: skip
+        vessel_maps, photographs, fov = _datalist_files(datalist, dataset_dir, data_key)
+    else:
+        if masks is None:
+            raise InputError("give the vessel maps: --masks FOLDER, or --datalist with --dataset-dir")
+        vessel_maps = _folder_files(masks, "_mask", problems)
+        if not vessel_maps:
+            raise InputError(f"no vessel maps ({', '.join(KNOWN_SUFFIXES)}) in {masks}")
+        photographs = _folder_files(images, "", problems) if images else None
+        fov = _folder_files(fov_masks, "_mask", problems) if fov_masks else None
     partners = {
         "probability map": _folder_files(probabilities, "_prob", problems) if probabilities else None,
-        "photograph": _folder_files(images, "", problems) if images else None,
-        "FoV mask": _folder_files(fov_masks, "_mask", problems) if fov_masks else None,
+        "photograph": photographs,
+        "FoV mask": fov,
     }
     check_outputs(output_dir, list(vessel_maps), overwrite)
     for line in problems:
@@ -394,9 +417,7 @@ def measure_folders(
         files = {}
         for kind, found in partners.items():
             if found is not None and stem not in found:
-                print(
-                    f"iternet-monai: {path}: no {kind} for {stem} in its folder; measured without one", file=sys.stderr
-                )
+                print(f"iternet-monai: {path}: no {kind} for {stem}; measured without one", file=sys.stderr)
             elif found is not None:
                 files[kind] = found[stem]
         try:
@@ -426,3 +447,25 @@ def measure_folders(
         f"{output_dir}/biomarkers.csv, segments.csv, quality.csv, columns.json, cohort.png and figures/"
     )
     return 1 if failed else 0
+
+
+def _datalist_files(
+    datalist: str | Path, dataset_dir: str | Path | None, key: str
+) -> tuple[dict[str, Path], dict[str, Path], dict[str, Path] | None]:
+    """(vessel maps, photographs, FoV masks or None) of the labelled items of ``datalist[key]``, each by the output
+    name of its photograph (:func:`~iternet_monai.files.unique_names`, as inference names its outputs)."""
+    from .data import load_datalist
+
+    if dataset_dir is None:
+        raise InputError(f"datalist {datalist} given without --dataset-dir, the folder its paths start from")
+    items = load_datalist(datalist, dataset_dir, key, False)
+    labelled = [item for item in items if item.get("label")]
+    if not labelled:
+        raise InputError(f"no item of the '{key}' list of {datalist} has a label to measure")
+    names = unique_names([item["image"] for item in labelled])
+    fov = {n: Path(item["mask"]) for n, item in zip(names, labelled) if item.get("mask")}
+    return (
+        {n: Path(item["label"]) for n, item in zip(names, labelled)},
+        {n: Path(item["image"]) for n, item in zip(names, labelled)},
+        fov or None,
+    )

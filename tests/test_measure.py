@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fundus_like, write_image
+from conftest import REPO, fundus_like, write_image
 from PIL import Image
 
 from iternet_monai.cli import main
@@ -91,3 +93,38 @@ def test_measure_pairs_fov_masks_and_works_without_photographs(tmp_path, capsys)
     assert (output / "figures" / "eye.v1.png").exists()
     assert main(["measure", "--masks", str(tmp_path / "nowhere"), "--output", str(output)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_measure_a_datalists_labels_as_the_renamed_folders_would(drive, tmp_path, capsys):
+    """DRIVE's first-observer labels (01_manual1.gif) measured through the datalist give the same rows as the same
+    files copied under their photograph's name into folders; an unlabelled list, or --masks beside --datalist, is
+    one line."""
+    datalist = tmp_path / "two.json"
+    content = json.loads((REPO / "datalists" / "drive.json").read_text())
+    datalist.write_text(
+        json.dumps({"testing": content["testing"][:2], "unlabelled": [{"image": content["testing"][0]["image"]}]})
+    )
+    folders = {kind: tmp_path / kind for kind in ("labels", "images", "fov")}
+    for item in content["testing"][:2]:
+        stem = item["image"].split("/")[-1].rsplit(".", 1)[0]
+        for kind, key in (("labels", "label"), ("images", "image"), ("fov", "mask")):
+            folders[kind].mkdir(exist_ok=True)
+            shutil.copyfile(drive / item[key], folders[kind] / f"{stem}{Path(item[key]).suffix}")
+    common = ["measure", "--dataset-dir", str(drive), "--datalist", str(datalist)]
+    assert main([*common, "--output", str(tmp_path / "from_datalist")]) == 0
+    by_folders = [
+        "--masks",
+        str(folders["labels"]),
+        "--images",
+        str(folders["images"]),
+        "--fov-masks",
+        str(folders["fov"]),
+    ]
+    assert main(["measure", *by_folders, "--output", str(tmp_path / "from_folders")]) == 0
+    for table in ("biomarkers.csv", "segments.csv", "quality.csv"):
+        assert read_csv(tmp_path / "from_datalist" / table) == read_csv(tmp_path / "from_folders" / table), table
+    assert [row["image"] for row in read_csv(tmp_path / "from_datalist" / "biomarkers.csv")] == ["01_test", "02_test"]
+    capsys.readouterr()
+    assert main([*common, "--data-key", "unlabelled", "--output", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip().endswith("has a label to measure")
+    assert main([*common, "--masks", str(folders["labels"]), "--output", str(tmp_path / "both")]) == 2

@@ -186,8 +186,9 @@ def load_datalist(
     min_size: int | Sequence[int] | None = None,
     missing_ok: bool = False,
 ) -> list[dict]:
-    """Read ``datalist[key]`` with paths joined to ``dataset_dir`` and, with ``check``, verify every file first
-    (:func:`check_files`; items of ``training`` and ``validation`` need a label; images at least ``min_size``).
+    """Read ``datalist[key]`` (a JSON file, or a built-in datalist's name) with paths joined to ``dataset_dir`` and,
+    with ``check``, verify every file first (:func:`check_files`; items of ``training`` and ``validation`` need a
+    label; images at least ``min_size``).
 
     Raises DatalistError naming every malformed entry and every bad file in one message, so a run stops before
     training instead of failing on the first bad image hours later. With ``missing_ok``, a datalist without the
@@ -201,10 +202,11 @@ def load_datalist(
     root = Path(dataset_dir).expanduser()
     if not root.is_dir():
         raise DatalistError(f"dataset folder {root} does not exist; pass --dataset_dir with the dataset's folder")
-    path = Path(datalist).expanduser()
+    path = Path(builtin_datalist(str(datalist)) if str(datalist) in BUILTIN_DATALISTS else datalist).expanduser()
     if not path.is_file():
         raise DatalistError(
-            f"datalist {path} does not exist; pass --datalist with a JSON file, e.g. datalists/drive.json"
+            f"datalist {path} does not exist; pass --datalist with a JSON file or a built-in name "
+            f"({', '.join(BUILTIN_DATALISTS)})"
         )
     items, problems = _read_items(path, root, key, missing_ok)
     if check:
@@ -431,8 +433,7 @@ def inference_items(dataset_dir: str | Path | None, datalist: str | Path | None 
             raise DatalistError(f"datalist {datalist} given without --dataset_dir, the folder its paths start from")
         return [{"image": str(embedded_sample())}]
     if given:
-        name = str(datalist)
-        return load_datalist(builtin_datalist(name) if name in BUILTIN_DATALISTS else name, dataset_dir, key, False)
+        return load_datalist(datalist, dataset_dir, key, False)
     root = Path(dataset_dir).expanduser()
     if not root.is_dir():
         raise DatalistError(f"dataset folder {root} does not exist")
