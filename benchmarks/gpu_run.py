@@ -57,6 +57,8 @@ TRAINING_ATTEMPTS = {
     "cpu_workers_fp32": [*CPU_WORKER_LOADING, "--amp", "false"],
 }
 MIN_TRAIN_MINUTES = 1.0  # a fallback with less of the budget left than this is not started
+# Training prints progress every 30 s (progress_seconds), validation too: this long without a line means it hangs.
+STALL_SECONDS = 150
 SMOKE_TRAINING = [
     "--network_def#features", "4", "--patch_size", "[64,64]", "--batch_size", "4", "--num_patches", "2",
     "--steps_per_epoch", "2", "--epochs", "2", "--val_interval", "1", "--sw_overlap", "0.0", "--device", "cpu",
@@ -99,8 +101,10 @@ class Job:
 
     def run(
         self, name: str, command: list[str], log_file: Path | None = None, timeout: float | None = None,
-        min_seconds: float = 10.0,
+        min_seconds: float = 10.0, stall_seconds: float | None = None,
     ) -> bool:  # fmt: skip
+        """Run ``command``, its output to ``log_file`` (progress lines also to the console); it is killed past
+        ``timeout`` or after ``stall_seconds`` without a line of output (a hung data loader, say)."""
         timeout = self.allowed(name, timeout, min_seconds)
         if timeout == 0:
             return False
@@ -115,19 +119,29 @@ class Job:
             except OSError as error:
                 code, tail = -1, [f"{type(error).__name__}: {error}"]
             else:
-                timer = threading.Timer(timeout, process.kill) if timeout is not None else None
-                if timer is not None:
-                    timer.start()
-                for line in process.stdout:  # ends when the process does, or is killed at the timeout
+                last_output, why_killed = [time.monotonic()], []
+
+                def watch() -> None:
+                    while process.poll() is None:
+                        now = time.monotonic()
+                        if timeout is not None and now - start > timeout:
+                            why_killed.append(f"killed after its timeout of {timeout:.0f} s")
+                        elif stall_seconds is not None and now - last_output[0] > stall_seconds:
+                            why_killed.append(f"killed after {stall_seconds:.0f} s without output")
+                        if why_killed:
+                            process.kill()
+                            return
+                        time.sleep(0.5)
+
+                threading.Thread(target=watch, daemon=True).start()
+                for line in process.stdout:  # ends when the process does, or is killed
+                    last_output[0] = time.monotonic()
                     sink.write(line)
                     tail = (tail + [line.rstrip()])[-25:]
                     if any(word in line for word in PROGRESS_WORDS):
                         print(f"  {line.rstrip()[:220]}", flush=True)
                 code = process.wait()
-                if timer is not None and not timer.is_alive() and code < 0:
-                    tail.append(f"killed after its timeout of {timeout:.0f} s")
-                if timer is not None:
-                    timer.cancel()
+                tail += why_killed
         seconds = round(time.monotonic() - start, 1)
         self.steps[name] = {"seconds": seconds, "returncode": code}
         if code != 0:
@@ -205,7 +219,10 @@ def train(job: Job, args: argparse.Namespace, work: Path, out: Path, drive: Path
             break
         root = work / f"train_{attempt}"
         command = training_command(root, drive, datalist, minutes, args.smoke) + overrides
-        succeeded = job.run(f"train_{attempt}", command, out / "train.log", timeout=60 * minutes + 240, min_seconds=60)
+        succeeded = job.run(
+            f"train_{attempt}", command, out / "train.log", timeout=60 * minutes + 150, min_seconds=60,
+            stall_seconds=STALL_SECONDS,
+        )  # fmt: skip
         if (root / "models" / "model.pt").is_file():
             trained = root
         if succeeded:

@@ -108,13 +108,16 @@ def test_a_failed_step_is_recorded_and_the_next_one_still_runs(tmp_path):
     assert job.steps["second"]["returncode"] == 0 and "ZeroDivisionError" in job.failures[1]["error"]
 
 
-def test_a_step_past_its_timeout_is_killed_and_one_past_the_deadline_is_skipped():
+def test_a_step_past_its_timeout_or_silent_too_long_is_killed_and_one_past_the_deadline_is_skipped():
     job = Job(deadline=Job.RESERVE_SECONDS + 30)
     code = "import time; print('started', flush=True); time.sleep(60)"
     assert not job.run("slow", [sys.executable, "-c", code], timeout=3, min_seconds=1)
     assert job.steps["slow"]["seconds"] < 30 and job.failures[0]["output_tail"][-1].startswith("killed after")
+    assert not job.run("silent", [sys.executable, "-c", code], stall_seconds=2, min_seconds=1)
+    assert job.steps["silent"]["seconds"] < 20
+    assert job.failures[1]["output_tail"] == ["started", "killed after 2 s without output"]
     assert not job.run("too_long", [sys.executable, "-c", "print(1)"], min_seconds=60)
-    assert job.steps["too_long"] == {"skipped": True} and "deadline" in job.failures[1]["skipped"]
+    assert job.steps["too_long"] == {"skipped": True} and "deadline" in job.failures[2]["skipped"]
 
 
 @pytest.mark.slow
