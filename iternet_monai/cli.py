@@ -188,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="vessel biomarkers and quality control of a folder of vessel maps",
         description="Measure every binary vessel map of --masks, or the label of every item of a --datalist "
         "(density, length, fractal dimension, per-segment length, tortuosity and calibre) and check its quality; "
-        "files of the other folders are matched by file stem (<stem>_mask / <stem>_prob as inference writes them). Writes biomarkers.csv, segments.csv, quality.csv, "
-        "columns.json (every column and unit), figures/<stem>.png and cohort.png. See docs/biomarkers.md.",
+        "files of the other folders are matched by file stem (<stem>_mask / <stem>_prob as inference writes them). "
+        "Writes biomarkers.csv, segments.csv, quality.csv, columns.json (every column and unit), figures/<stem>.png "
+        "and cohort.png. See docs/biomarkers.md.",
     )
     me.add_argument("--masks", help="folder of binary vessel maps (PNG, GIF, TIFF, NPY, NIfTI)")
     me.add_argument(
