@@ -11,11 +11,26 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
-__all__ = ["InputError", "find_input_error", "report_input_errors"]
+__all__ = ["InputError", "flag", "find_input_error", "report_input_errors"]
+
+# How a true/false config key may be written on the command line.
+FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 class InputError(ValueError):
     """An input that cannot be used. The message names the file, folder or key and says what to do."""
+
+
+def flag(value: object, key: str) -> bool:
+    """The true/false config key ``key`` as given: ``python -m monai.bundle run ... --tta false`` passes the string
+    "false", which Python takes for true (``--overwrite false`` would overwrite). Booleans, 0/1 and true/false,
+    yes/no, on/off in any case are read; anything else is an InputError naming the key."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in FLAG_WORDS:
+        raise InputError(f"--{key} {value!r} is neither true nor false; pass --{key} true or --{key} false")
+    return FLAG_WORDS[word]
 
 
 def find_input_error(error: BaseException | None) -> InputError | None:

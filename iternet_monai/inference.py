@@ -18,6 +18,7 @@ from PIL import Image
 
 from .checkpoints import BUNDLE_DIR
 from .data import check_files, inference_items
+from .errors import flag
 from .files import OUTPUT_SUFFIXES, atomic_path, check_writable_folder, file_stem, unique_names
 
 __all__ = [
@@ -56,6 +57,7 @@ class InferenceInputs:
         overwrite: bool = False,
         max_pixels: int | None = None,
     ) -> None:
+        nifti, overwrite = flag(nifti, "nifti"), flag(overwrite, "overwrite")
         check_writable_folder(output_dir, "--output_dir")
         candidates = inference_items(dataset_dir, datalist, data_key)
         self.total = len(candidates)
@@ -135,9 +137,10 @@ class VesselMapWriter:
         mm_per_pixel: float | None = None,
         overwrite: bool = False,
     ) -> None:
-        self.output_dir, self.nifti, self.overwrite = Path(output_dir), nifti, overwrite
-        self.write = weights is not None or allow_untrained
-        self.measure, self.mm_per_pixel = measure, mm_per_pixel
+        self.output_dir = Path(output_dir)
+        self.nifti, self.overwrite = flag(nifti, "nifti"), flag(overwrite, "overwrite")
+        self.write = weights is not None or flag(allow_untrained, "allow_untrained")
+        self.measure, self.mm_per_pixel = flag(measure, "measure"), mm_per_pixel
         self.measured: list = []
         self.count = 0
 

@@ -22,7 +22,7 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.utils import convert_to_dst_type, ensure_tuple_rep, fall_back_tuple
 
-from .errors import InputError
+from .errors import InputError, flag
 
 __all__ = [
     "INFERENCE_MODES",
@@ -208,7 +208,7 @@ def make_inferer(
     logs which one runs and at what stride. The sliding window's ``stitching`` is ``batched``
     (:class:`BatchedSlidingWindowInferer`) or ``monai`` (MONAI's window-by-window loop, to compare with), whose
     ``buffer_steps`` option gathers rows of windows on the device before adding them to the output."""
-    mode = resolve_mode(mode, device)
+    mode, tta = resolve_mode(mode, device), flag(tta, "tta")
     if stitching not in STITCHINGS:
         raise InputError(f"unknown stitching '{stitching}'; choose one of {', '.join(STITCHINGS)}")
     if buffer_steps and stitching != "monai":
@@ -287,7 +287,7 @@ def prepare_network(
     ``backend="onnxruntime"`` (CPU only), run by :class:`OnnxRuntimeNetwork`."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    network = network.eval()
+    network, compile = network.eval(), flag(compile, "compile")
     if backend == "onnxruntime":
         if torch.device(device).type != "cpu":
             raise InputError(f"backend onnxruntime runs on the CPU only; got device {device}")

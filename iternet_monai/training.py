@@ -32,7 +32,7 @@ from monai.data.utils import set_rnd, worker_init_fn
 from monai.handlers import CheckpointSaver, ValidationHandler
 
 from .checkpoints import CheckpointError, describe_weights, read_checkpoint, save_atomic
-from .errors import InputError
+from .errors import InputError, flag
 from .files import atomic_write_json
 from .handlers import engine_loss
 
@@ -73,7 +73,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     from monai.utils import set_determinism
 
     set_determinism(seed=seed)
-    if not deterministic:
+    if not flag(deterministic, "deterministic"):
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
 
 

@@ -247,6 +247,28 @@ def test_an_untrained_network_writes_nothing_unless_asked(tmp_path, caplog):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_mask.png", "a_overlay.png", "a_prob.png"]
 
 
+def test_true_and_false_are_read_as_the_command_line_gives_them(tmp_path):
+    """``python -m monai.bundle run ... --allow_untrained false`` passes the string "false" (Python Fire), which
+    Python takes for true: it must mean false, and a word that is neither is one line naming the key."""
+    image, _ = fundus_like(48, 64)
+    write_image(tmp_path / "in" / "a.png", image)
+    out = tmp_path / "out"
+    common = ["run", "--config_file", INFERENCE, "--network_def#features", "4", "--dataset_dir", str(tmp_path / "in")]
+    said_false = bundle(*common, "--output_dir", str(out), "--allow_untrained", "false")
+    assert said_false.returncode == 0 and not out.exists(), said_false.stderr[-2000:]
+    assert bundle(*common, "--output_dir", str(out), "--allow_untrained", "TRUE").returncode == 0
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert sorted(written) == ["a_mask.png", "a_overlay.png", "a_prob.png"]
+    kept = bundle(*common, "--output_dir", str(out), "--allow_untrained", "yes", "--overwrite", "false")
+    assert kept.returncode == 0 and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written
+    unclear = bundle(*common, "--output_dir", str(out), "--tta", "maybe")
+    assert unclear.returncode != 0 and unclear.stderr.strip().splitlines()[-1] == (
+        "iternet: --tta 'maybe' is neither true nor false; pass --tta true or --tta false"
+    )
+    assert type(load_pipeline(tta="false", mode="whole_image").get_parsed_content("inferer")) is WholeImageInferer
+    assert type(load_pipeline(tta="On", mode="whole_image").get_parsed_content("inferer")) is FlipAveragingInferer
+
+
 def test_the_pipeline_objects_are_shared_with_evaluation(small_weights):
     weights, net = small_weights
     parser = load_pipeline(ckpt_path=str(weights), mode="sliding_window", sw_overlap=0.5, tta=True)
