@@ -511,6 +511,17 @@ class TrainingValidation(ValidationHandler):
             logger.info(f"validation: image {evaluator.state.iteration}/{len(self.validator.data_loader)}")
 
 
+def _batch_patches(batch: Any) -> tuple[int, tuple[int, ...]]:
+    """(patches, their spatial shape) of a training batch: a collated dict, or the list of samples MONAI's
+    ``decollate`` leaves; (0, ()) for anything else."""
+    if isinstance(batch, Mapping) and isinstance(batch.get("image"), torch.Tensor):
+        return len(batch["image"]), tuple(batch["image"].shape[2:])
+    if isinstance(batch, list) and batch and isinstance(batch[0], Mapping):
+        image = batch[0].get("image")
+        return len(batch), tuple(image.shape[1:]) if isinstance(image, torch.Tensor) else ()
+    return 0, ()
+
+
 class TrainingProgress:
     """Progress of a training in the log, readable in a terminal, a file or MONAI Label: the schedule at the
     start, the speed measured over the first steps with an estimate of the whole run (and the advice to use a GPU
@@ -551,7 +562,7 @@ class TrainingProgress:
         self.last_log = time.monotonic()
         device = getattr(engine, "device", "cpu")
         self.device = torch.device(device).type if device is not None else "cpu"
-        self.patches = 0
+        self.patches = self.patches_timed = 0
         if _is_main_process():
             logger.info(
                 f"training on {self.device}: {state.max_epochs} epochs x {state.epoch_length} steps, "
@@ -567,17 +578,16 @@ class TrainingProgress:
 
     def _step(self, engine: Engine) -> None:
         now = time.monotonic()
+        patches, shape = _batch_patches(engine.state.batch)
         if engine.state.iteration == self.first_iteration + 1:
-            batch = engine.state.batch
-            images = batch.get("image") if isinstance(batch, Mapping) else None
-            if isinstance(images, torch.Tensor):
-                self.patches = len(images)
+            self.patches = patches
             if _is_main_process():
-                size = f" ({self.patches} patches of {'x'.join(map(str, images.shape[2:]))})" if self.patches else ""
+                size = f" ({patches} patches of {'x'.join(map(str, shape))})" if patches and shape else ""
                 logger.info(f"first step{size} done in {_duration(now - self.previous)}")
         else:
             self.step_seconds += now - self.previous
             self.steps_timed += 1
+            self.patches_timed += patches
         self.previous = now
         measured = self.steps_timed >= self.estimate_steps or (self.steps_timed >= 3 and self.step_seconds >= 30)
         if not self.estimated and measured:
@@ -603,7 +613,11 @@ class TrainingProgress:
             return
         per_step = self.step_seconds / self.steps_timed
         whole = self._left_seconds(engine)
-        rate = f" ({self.patches / per_step:.1f} patches/s)" if self.patches else ""
+        rate = (
+            f" ({self.patches_timed / self.step_seconds:.1f} patches/s)"
+            if self.patches_timed and self.step_seconds
+            else ""
+        )
         message = (
             f"speed on this {self.device}: {_duration(per_step)} per step{rate}; the "
             f"{self.total - engine.state.iteration} steps left take about {_duration(whole)}, plus validation"
@@ -652,7 +666,9 @@ class TrainingProgress:
             "total_time" if done else "current_time": _duration(elapsed),
             "seconds": round(elapsed, 1),
             "seconds_per_step": per_step,
-            "patches_per_second": self.patches / per_step if per_step and self.patches else None,
+            "patches_per_second": self.patches_timed / self.step_seconds
+            if self.patches_timed and self.step_seconds
+            else None,
             "device": self.device,
         }
         validator_state = getattr(self.validator, "state", None)

@@ -278,3 +278,28 @@ def test_the_last_epoch_of_a_schedule_cut_short_is_validated(tmp_path):
 
     synthetic_run(tmp_path, epochs=5, hook=hook)
     assert validated == [2, 4, 5]
+
+
+def test_patches_per_second_counts_the_patches_of_every_step(tmp_path):
+    """An epoch of 5 images in batches of 2 ends with a batch of 1 (as 20 DRIVE images in batches of 8 end with 4):
+    the rate counts the patches each timed step had, not the first step's batch size for all."""
+    from monai.data import DataLoader
+    from monai.engines import SupervisedTrainer
+
+    items = [{"image": torch.rand(3, 8, 8), "label": torch.ones(1, 8, 8)} for _ in range(5)]
+    network = torch.nn.Conv2d(3, 1, 1)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=4,
+        train_data_loader=DataLoader(items, batch_size=2, shuffle=False),
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), 0.1),
+        loss_function=torch.nn.BCEWithLogitsLoss(),
+    )
+    stats_file = tmp_path / "stats.json"
+    TrainingProgress(interval_seconds=10**6, stats_file=stats_file).attach(trainer)
+    trainer.run()
+    stats = json.loads(stats_file.read_text())
+    timed = [2, 1] + [2, 2, 1] * 3  # the 12 steps' batches but the first, which includes the loader's start
+    assert stats["iteration"] == 12
+    assert stats["patches_per_second"] * stats["seconds_per_step"] == pytest.approx(sum(timed) / len(timed))
