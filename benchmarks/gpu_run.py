@@ -9,8 +9,9 @@ step, so a run killed from outside still leaves what it measured. Training has a
 when the speed measured over the first steps says the paper's 200 epochs will not fit, the bundle trains the most
 epochs that fit, same everything else, and ``results.json`` records the schedule it ran. Should training fail, the
 rest of the budget goes to the fallbacks of ``TRAINING_ATTEMPTS`` (training images on the CPU with worker processes,
-then also fp32). The whole job keeps to ``--deadline-minutes``: each step gets at most the time left, and a step
-that no longer fits is skipped and recorded as such.
+then also fp32); which way of loading goes first is measured at the start (``benchmarks/loader_speed.py``). The
+whole job keeps to ``--deadline-minutes``: each step gets at most the time left, and a step that no longer fits is
+skipped and recorded as such.
 Stride 3 is timed with the batched stitching (the default) and with MONAI's own loop, plain and buffered.
 ``--smoke`` runs the same steps on the CPU with a tiny network, 2 training and 2 test images, 128-pixel windows at
 stride 32 instead of 3, in under 3 minutes (a test runs it, so this script cannot rot).
@@ -45,8 +46,9 @@ PAPER_DRIVE = {
     "accuracy": 0.9573,
     "auc": 0.9816,
 }
-# What training tries, in order, while the time budget lasts: the bundle's defaults (images cached and augmented on the
-# GPU by a thread loader, bf16), then the CPU-worker loading, then that in fp32. A later one runs only after a failure.
+# What training tries while the time budget lasts: the bundle's defaults (images cached and augmented on the GPU by a
+# thread loader, bf16) and the CPU-worker loading, the faster loader first (loader_order), then the CPU-worker loading
+# in fp32. A later one runs only after a failure.
 CPU_WORKER_LOADING = [
     "--cache_device", "cpu", "--train#dataloader#_target_", "DataLoader",
     "--num_workers", str(max(1, min(12, (os.cpu_count() or 2) - 2))),
@@ -207,18 +209,43 @@ def ship_weights(model: Path, out: Path) -> dict:
     }
 
 
-def train(job: Job, args: argparse.Namespace, work: Path, out: Path, drive: Path, datalist: Path) -> Path | None:
-    """Train with the user's command under the time budget, trying ``TRAINING_ATTEMPTS`` in turn while one fails and
-    the budget lasts; returns the bundle folder whose ``models/model.pt`` to ship (the last one that has one)."""
+def loader_order(job: Job, args: argparse.Namespace, work: Path, drive: Path, datalist: Path) -> dict:
+    """Time the training loader of each way of loading (``benchmarks/loader_speed.py``, a few seconds each): the
+    GPU-side augmentation runs MONAI's transforms in one Python thread, the CPU-side one in worker processes, and
+    which keeps up better with the network depends on this machine's cores. Returns the patches/s of each (0 where
+    the loader failed) and the order the training attempts are tried in: the faster loading first."""
+    speeds = {}
+    for attempt in ("default", "cpu_workers"):
+        output = work / f"loader_{attempt}.json"
+        command = [
+            sys.executable, "benchmarks/loader_speed.py", "--dataset-dir", str(drive), "--datalist", str(datalist),
+            "--seconds", "2" if args.smoke else "8", "--output", str(output), "--",
+            *(SMOKE_TRAINING if args.smoke else []), *TRAINING_ATTEMPTS[attempt],
+        ]  # fmt: skip
+        job.run(f"loader_{attempt}", command, timeout=90, min_seconds=30)
+        speeds[attempt] = read_json(output)["patches_per_second"] if output.is_file() else 0.0
+    order = list(TRAINING_ATTEMPTS)
+    if speeds["cpu_workers"] > speeds["default"]:
+        order = ["cpu_workers", "default", "cpu_workers_fp32"]
+    log(f"training loader patches/s: {speeds}; attempts in this order: {order}")
+    return {"patches_per_second": speeds, "attempt_order": order}
+
+
+def train(
+    job: Job, args: argparse.Namespace, work: Path, out: Path, drive: Path, datalist: Path, order: list[str]
+) -> Path | None:
+    """Train with the user's command under the time budget, trying the ``TRAINING_ATTEMPTS`` in ``order`` while one
+    fails and the budget lasts; returns the bundle folder whose ``models/model.pt`` to ship (the last one that has
+    one)."""
     budget_ends = time.monotonic() + 60 * args.train_minutes
     trained = None
-    for attempt, overrides in TRAINING_ATTEMPTS.items():
+    for number, attempt in enumerate(order):
         minutes = (budget_ends - time.monotonic()) / 60
-        if attempt != "default" and minutes < MIN_TRAIN_MINUTES:
+        if number and minutes < MIN_TRAIN_MINUTES:
             log(f"train_{attempt}: not started, {minutes:.1f} min of the training budget left")
             break
         root = work / f"train_{attempt}"
-        command = training_command(root, drive, datalist, minutes, args.smoke) + overrides
+        command = training_command(root, drive, datalist, minutes, args.smoke) + TRAINING_ATTEMPTS[attempt]
         succeeded = job.run(
             f"train_{attempt}", command, out / "train.log", timeout=60 * minutes + 150, min_seconds=60,
             stall_seconds=STALL_SECONDS,
@@ -283,7 +310,9 @@ def main() -> int:
         atomic_write_json(out / "results.json", results)
 
     save()
-    trained = train(job, args, work, out, drive, datalist)
+    loaders = loader_order(job, args, work, drive, datalist)
+    save(training_loader=loaders)
+    trained = train(job, args, work, out, drive, datalist, loaders["attempt_order"])
     results["trained_by"] = None if trained is None else trained.name
     if trained is not None:
         save(schedule=job.call("train_stats", read_json, trained / "eval" / "train_stats.json"))
