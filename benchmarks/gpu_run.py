@@ -353,16 +353,7 @@ def main() -> int:
     ] + (["--max-windows", "8", "--features", "4"] if args.smoke else [])  # fmt: skip
     job.run("speed", speed, timeout=240)
     save(speed=read_json(out / "speed.json") if (out / "speed.json").is_file() else None)
-    stitching_file = work / "stitching.json"  # the sliding window's cost besides the network, each stitching
-    overhead = [python, "benchmarks/stitching.py", "--output", str(stitching_file)]
-    job.run("stitching", overhead + (["--size", "200", "200", "--repeats", "1"] if args.smoke else []), timeout=90)
-    save(stitching=read_json(stitching_file) if stitching_file.is_file() else None)
-    for name, extra in (("monai", []), ("monai_buffer_steps_4", ["--buffer-steps", "4"])):  # to compare with
-        variant = work / f"speed_{name}.json"
-        options = ["--modes", "stride3", "--no-training", "--stitching", "monai", *extra, "--output", str(variant)]
-        job.run(f"speed_{name}", speed[: speed.index("--output")] + options, timeout=120, min_seconds=45)
-        save(**{f"speed_stride3_{name}": read_json(variant) if variant.is_file() else None})
-    for name, output, process in evaluations:  # the evaluations ran on the CPU cores while the GPU was timed
+    for name, output, process in evaluations:  # they ran on the CPU cores while the GPU was timed; the table first
         try:
             process.wait(timeout=max(1.0, job.seconds_left()))
         except subprocess.TimeoutExpired:
@@ -377,6 +368,15 @@ def main() -> int:
         metrics[name] = read_json(work / f"eval_{name}" / "metrics.json")
     ours = {name: {k: content["pooled"].get(k) for k in PAPER_DRIVE} for name, content in metrics.items()}
     save(table1_drive={"paper": PAPER_DRIVE, **ours})
+    stitching_file = work / "stitching.json"  # the sliding window's cost besides the network, each stitching
+    overhead = [python, "benchmarks/stitching.py", "--output", str(stitching_file)]
+    job.run("stitching", overhead + (["--size", "200", "200", "--repeats", "1"] if args.smoke else []), timeout=90)
+    save(stitching=read_json(stitching_file) if stitching_file.is_file() else None)
+    for name, extra in (("monai", []), ("monai_buffer_steps_4", ["--buffer-steps", "4"])):  # to compare with
+        variant = work / f"speed_{name}.json"
+        options = ["--modes", "stride3", "--no-training", "--stitching", "monai", *extra, "--output", str(variant)]
+        job.run(f"speed_{name}", speed[: speed.index("--output")] + options, timeout=120, min_seconds=45)
+        save(**{f"speed_stride3_{name}": read_json(variant) if variant.is_file() else None})
     log(f"done in {results['total_seconds']} s with {len(job.failures)} failure(s); files in {out}:")
     for name, values in ours.items():
         log(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float)))
