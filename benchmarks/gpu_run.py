@@ -8,8 +8,9 @@ Every step runs even when an earlier one failed; the failures are in ``results.j
 step, so a run killed from outside still leaves what it measured. Training has a time budget (``--train-minutes``):
 when the speed measured over the first steps says the paper's 200 epochs will not fit, the bundle trains the most
 epochs that fit, same everything else, and ``results.json`` records the schedule it ran. Should training fail, the
-rest of the budget goes to the fallbacks of ``TRAINING_ATTEMPTS`` (training images on the CPU with worker processes,
-then also fp32); which way of loading goes first is measured at the start (``benchmarks/loader_speed.py``). The
+rest of the budget goes to the other ``TRAINING_ATTEMPTS`` (the training images augmented in CPU worker processes,
+the bundle's default, or on the GPU by one thread; then fp32); which loading goes first is measured at the start
+(``benchmarks/loader_speed.py``). The
 whole job keeps to ``--deadline-minutes``: each step gets at most the time left, and a step that no longer fits is
 skipped and recorded as such.
 Stride 3 is timed with the batched stitching (the default) and with MONAI's own loop, plain and buffered.
@@ -46,17 +47,13 @@ PAPER_DRIVE = {
     "accuracy": 0.9573,
     "auc": 0.9816,
 }
-# What training tries while the time budget lasts: the bundle's defaults (images cached and augmented on the GPU by a
-# thread loader, bf16) and the CPU-worker loading, the faster loader first (loader_order), then the CPU-worker loading
-# in fp32. A later one runs only after a failure.
-CPU_WORKER_LOADING = [
-    "--cache_device", "cpu", "--train#dataloader#_target_", "DataLoader",
-    "--num_workers", str(max(1, min(12, (os.cpu_count() or 2) - 2))),
-]  # fmt: skip
+# What training tries while the time budget lasts: the bundle's defaults (images augmented by CPU worker processes,
+# bf16) and the images cached and augmented on the GPU by one thread, the faster loader first (loader_order), then the
+# defaults in fp32. A later one runs only after a failure.
 TRAINING_ATTEMPTS = {
-    "default": [],
-    "cpu_workers": CPU_WORKER_LOADING,
-    "cpu_workers_fp32": [*CPU_WORKER_LOADING, "--amp", "false"],
+    "default": [],  # the training images augmented in CPU worker processes
+    "gpu_thread": ["--cache_device", "@device", "--train#dataloader#_target_", "ThreadDataLoader"],
+    "default_fp32": ["--amp", "false"],
 }
 MIN_TRAIN_MINUTES = 1.0  # a fallback with less of the budget left than this is not started
 # Training prints progress every 30 s (progress_seconds), validation too: this long without a line means it hangs.
@@ -211,11 +208,11 @@ def ship_weights(model: Path, out: Path) -> dict:
 
 def loader_order(job: Job, args: argparse.Namespace, work: Path, drive: Path, datalist: Path) -> dict:
     """Time the training loader of each way of loading (``benchmarks/loader_speed.py``, a few seconds each): the
-    GPU-side augmentation runs MONAI's transforms in one Python thread, the CPU-side one in worker processes, and
-    which keeps up better with the network depends on this machine's cores. Returns the patches/s of each (0 where
-    the loader failed) and the order the training attempts are tried in: the faster loading first."""
+    bundle's default augments in CPU worker processes, the GPU-side loading runs MONAI's transforms in one Python
+    thread, and which keeps up better with the network depends on this machine's cores. Returns the patches/s of
+    each (0 where the loader failed) and the order the training attempts are tried in: the faster loading first."""
     speeds = {}
-    for attempt in ("default", "cpu_workers"):
+    for attempt in ("default", "gpu_thread"):
         output = work / f"loader_{attempt}.json"
         command = [
             sys.executable, "benchmarks/loader_speed.py", "--dataset-dir", str(drive), "--datalist", str(datalist),
@@ -225,8 +222,8 @@ def loader_order(job: Job, args: argparse.Namespace, work: Path, drive: Path, da
         job.run(f"loader_{attempt}", command, timeout=90, min_seconds=30)
         speeds[attempt] = read_json(output)["patches_per_second"] if output.is_file() else 0.0
     order = list(TRAINING_ATTEMPTS)
-    if speeds["cpu_workers"] > speeds["default"]:
-        order = ["cpu_workers", "default", "cpu_workers_fp32"]
+    if speeds["gpu_thread"] > speeds["default"]:
+        order = ["gpu_thread", "default", "default_fp32"]
     log(f"training loader patches/s: {speeds}; attempts in this order: {order}")
     return {"patches_per_second": speeds, "attempt_order": order}
 

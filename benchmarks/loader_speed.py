@@ -5,7 +5,7 @@
 
 The loader is ``train.json``'s own (``train#dataloader``: cached images, the paper's augmentation, 4 patches from
 each of 8 images a batch), built with the overrides after ``--`` as ``monai.bundle run`` would take them (e.g.
-``--cache_device cpu --num_workers 12 --train#dataloader#_target_ DataLoader``). Every augmentation runs through
+``--cache_device cuda --train#dataloader#_target_ ThreadDataLoader``). Every augmentation runs through
 MONAI's transforms in Python, a cost the GPU does not lower: whether the loader keeps up with the network decides
 the training speed. The GPU run times each of its training configurations this way and trains with the fastest.
 """

@@ -41,9 +41,9 @@ ROWS = {
 }
 # gpu_run.py's training attempts, by the bundle folder that trained the shipped weights.
 ATTEMPTS = {
-    "train_default": "the bundle's defaults",
-    "train_cpu_workers": "fallback: training images on the CPU, augmented by worker processes",
-    "train_cpu_workers_fp32": "fallback: training images on the CPU, worker processes, fp32",
+    "train_default": "the bundle's defaults: images augmented in CPU worker processes",
+    "train_gpu_thread": "images cached and augmented on the GPU by a thread loader",
+    "train_default_fp32": "fallback: the bundle's defaults in fp32",
 }
 COLUMNS = {
     "connectivity": "Conn",

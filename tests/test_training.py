@@ -228,10 +228,15 @@ def test_progress_from_the_first_step_with_an_estimate_and_the_advice_for_hours(
     assert len(estimate) == 1 and "That is hours on a CPU: a GPU trains this schedule in minutes" in estimate[0]
 
 
-@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (3, 2), (8, 4), (64, 4)])
-def test_default_num_workers_leaves_a_core_to_the_training(monkeypatch, cores, workers):
+@pytest.mark.parametrize(
+    ("cores", "processes", "on_cpu", "on_gpu"),
+    [(1, 1, 0, 0), (2, 1, 1, 1), (3, 1, 2, 2), (8, 1, 4, 7), (16, 1, 4, 12), (64, 1, 4, 12), (16, 4, 3, 3)],
+)
+def test_default_num_workers_leaves_a_core_to_the_training(monkeypatch, cores, processes, on_cpu, on_gpu):
+    """At most 4 workers beside training on the CPU, 12 beside a GPU; torchrun's processes share the cores."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    assert default_num_workers() == workers
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
+    assert default_num_workers() == on_cpu and default_num_workers("cuda:0") == on_gpu
 
 
 def test_the_loss_is_read_without_a_warning():
@@ -257,8 +262,8 @@ def test_a_time_budget_trains_the_most_epochs_that_fit_and_records_the_schedule(
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
-def test_no_worker_processes_on_cuda_where_the_cached_images_are_augmented_on_the_gpu(device):
-    assert default_num_workers(device) == 0
+def test_no_worker_processes_where_the_images_are_cached_on_the_gpu(device):
+    assert default_num_workers(device, cache_device=device) == 0
 
 
 def test_the_last_epoch_of_a_schedule_cut_short_is_validated(tmp_path):
