@@ -294,7 +294,7 @@ def main() -> int:
         "commands": {
             "train": " ".join(training_command(work / "train_default", drive, datalist, args.train_minutes, False)),
             "time_budget_minutes": args.train_minutes,
-            "fallbacks": TRAINING_ATTEMPTS,
+            "training_attempts": TRAINING_ATTEMPTS,
         },
         "steps": job.steps,
         "failures": job.failures,
