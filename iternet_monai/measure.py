@@ -399,13 +399,14 @@ def measure_folders(
     else:
         if masks is None:
             raise InputError("give the vessel maps: --masks FOLDER, or --datalist with --dataset-dir")
-        vessel_maps = _folder_files(masks, "_mask", problems)
+        vessel_maps = _folder_files(masks, OUTPUT_TAGS["mask"], problems)
         if not vessel_maps:
             raise InputError(f"no vessel maps ({', '.join(KNOWN_SUFFIXES)}) in {masks}")
         photographs = _folder_files(images, "", problems) if images else None
-        fov = _folder_files(fov_masks, "_mask", problems) if fov_masks else None
+        fov = _folder_files(fov_masks, "_mask", problems) if fov_masks else None  # DRIVE names them *_mask
+    probability_maps = _folder_files(probabilities, OUTPUT_TAGS["probability"], problems) if probabilities else None
     partners = {
-        "probability map": _folder_files(probabilities, "_prob", problems) if probabilities else None,
+        "probability map": probability_maps,
         "photograph": photographs,
         "FoV mask": fov,
     }
