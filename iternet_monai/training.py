@@ -59,8 +59,8 @@ REQUIRED_STATE = ("model", "optimizer", "trainer")
 def default_num_workers(device: torch.device | str = "cpu", cache_device: torch.device | str = "cpu") -> int:
     """Data loader worker processes for this process's share of the cores (torchrun's ``LOCAL_WORLD_SIZE``
     processes share them), one core staying with the training process: training on a CPU at most 4 (the training
-    needs the cores), on a GPU at most 12 (MONAI's augmentation costs about 22 ms of CPU per DRIVE image, mostly
-    Python, so the 34 steps/s of 8 images an H100 takes need about 6 cores); 0 on one core. 0 too when the images
+    needs the cores), on a GPU at most 12 (MONAI's augmentation costs about 17 ms of CPU per DRIVE image, so the
+    34 steps/s of 8 images an H100 takes need about 5 cores); 0 on one core. 0 too when the images
     are cached on the GPU (``cache_device``): a thread loader augments them there, and worker processes cannot
     share them."""
     if torch.device(cache_device).type == "cuda":
