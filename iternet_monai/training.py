@@ -559,9 +559,10 @@ class TrainingProgress:
         state = engine.state
         self.started_at, self.start_ts = time.monotonic(), time.time()
         self.planned_epochs = self.planned_epochs or state.max_epochs
+        self.announced_epochs = state.max_epochs
         self.first_iteration, self.total = state.iteration, state.epoch_length * state.max_epochs
-        self.step_seconds = self.boundary_seconds = 0.0
-        self.steps_timed = self.boundaries = 0
+        self.step_seconds = self.boundary_seconds = self.epoch_step_seconds = 0.0
+        self.steps_timed = self.boundaries = self.epoch_steps_timed = 0
         self.estimated, self.previous, self.epoch_end = False, None, None
         self.last_log = time.monotonic()
         device = getattr(engine, "device", "cpu")
@@ -579,6 +580,7 @@ class TrainingProgress:
             self.boundary_seconds += now - self.epoch_end
             self.boundaries += 1
         self.previous, self.epoch_end = now, None
+        self.epoch_step_seconds, self.epoch_steps_timed = 0.0, 0
 
     def _step(self, engine: Engine) -> None:
         now = time.monotonic()
@@ -590,7 +592,9 @@ class TrainingProgress:
                 logger.info(f"first step{size} done in {_duration(now - self.previous)}")
         else:
             self.step_seconds += now - self.previous
+            self.epoch_step_seconds += now - self.previous
             self.steps_timed += 1
+            self.epoch_steps_timed += 1
             self.patches_timed += patches
         self.previous = now
         measured = self.steps_timed >= self.estimate_steps or (self.steps_timed >= 3 and self.step_seconds >= 30)
@@ -634,24 +638,29 @@ class TrainingProgress:
         logger.info(message)
 
     def _keep_to_budget(self, engine: Engine) -> None:
-        """With a time budget: once the speed is measured, train the most epochs that fit (same everything else),
-        re-checked after every epoch, so that validations are counted once they have run."""
+        """With a time budget: train the most epochs that fit (same everything else), re-planned after every epoch
+        at the speed of the epoch just ended, both ways up to the planned epochs, so a machine busy for a while
+        shortens the schedule only while it is busy; validations are counted once they have run."""
         state = engine.state
         if self.budget is None or not self.steps_timed or state.epoch >= state.max_epochs:
             return
-        per_step = self.step_seconds / self.steps_timed
+        recent = self.epoch_steps_timed >= 3
+        per_step = self.epoch_step_seconds / self.epoch_steps_timed if recent else self.step_seconds / self.steps_timed
         per_epoch = state.epoch_length * per_step + (self.boundary_seconds / self.boundaries if self.boundaries else 0)
         left = self.budget - (time.monotonic() - self.started_at)
-        fits = state.epoch + max(0, int(left // per_epoch))
-        if fits < state.max_epochs:
+        fits = min(self.planned_epochs or state.max_epochs, state.epoch + max(0, int(left // per_epoch)))
+        if fits != state.max_epochs:
             state.max_epochs = max(state.epoch, fits)
             self.total = state.epoch_length * state.max_epochs
-            if _is_main_process():
-                logger.warning(
-                    f"time budget of {_duration(self.budget)}: training {state.max_epochs} of the "
-                    f"{self.planned_epochs} planned epochs ({_duration(per_epoch)} per epoch here); everything else "
-                    "is unchanged"
-                )
+            # said when the plan moves by a twentieth of the schedule since last said, not at every epoch's jitter
+            if abs(state.max_epochs - self.announced_epochs) >= max(1, (self.planned_epochs or 0) // 20):
+                self.announced_epochs = state.max_epochs
+                if _is_main_process():
+                    logger.warning(
+                        f"time budget of {_duration(self.budget)}: training {state.max_epochs} of the "
+                        f"{self.planned_epochs} planned epochs ({_duration(per_epoch)} per epoch now); everything "
+                        "else is unchanged"
+                    )
 
     def stats(self, engine: Engine) -> dict:
         """The schedule and progress so far: what MONAI Label shows in 3D Slicer's progress bar, and what a GPU run
