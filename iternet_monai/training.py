@@ -233,6 +233,10 @@ class TrainingRun:
                     "checkpoint_iteration=N.pt of a run (network weights alone cannot continue a training)"
                 )
         self.name = self._choose_name(name)
+        # training time and patches over every session of the run, kept in its checkpoints: what the weights cost
+        earlier = (self._resumed_state or {}).get("run", {})
+        self.seconds, self.patches = float(earlier.get("seconds", 0.0)), int(earlier.get("patches", 0))
+        self._session_start: float | None = None
         self.stop_signal: int | None = None
         self.checkpointer: Checkpoint | None = None
         self._last_save = time.monotonic()
@@ -278,7 +282,12 @@ class TrainingRun:
         return str(self.output_dir / self.name)
 
     def state_dict(self) -> dict:
-        return {"name": self.name, "seed": self.seed}
+        return {"name": self.name, "seed": self.seed, "seconds": self.training_seconds(), "patches": self.patches}
+
+    def training_seconds(self) -> float:
+        """Wall time spent training this run, over all its sessions (validation included)."""
+        session = 0.0 if self._session_start is None else time.monotonic() - self._session_start
+        return round(self.seconds + session, 1)
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         """Nothing to restore: the name was read when the run was set up."""
@@ -388,7 +397,7 @@ class TrainingRun:
             )
 
     def _started(self, engine: Engine) -> None:
-        self._last_save = time.monotonic()
+        self._last_save = self._session_start = time.monotonic()
 
     def _reseed(self, engine: Engine) -> None:
         """Seed the epoch's shuffling, augmentation and dropout from (seed, rank, the step the epoch starts at)."""
@@ -409,6 +418,7 @@ class TrainingRun:
         return bool(flag)
 
     def _after_step(self, engine: Engine) -> None:
+        self.patches += _batch_patches(engine.state.batch)[0] * idist.get_world_size()
         if engine.state.iteration % engine.state.epoch_length == 0:
             return  # the end of the epoch decides, after its validation
         if self._stop_requested():

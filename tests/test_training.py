@@ -97,6 +97,16 @@ def test_a_resume_at_an_epoch_end_continues_exactly_as_an_uninterrupted_run(tmp_
         assert torch.equal(value, resumed.state_dict()[name]), name
 
 
+def test_a_resumed_run_records_the_patches_and_time_of_all_its_sessions(tmp_path):
+    """Each step has 2 images of one 16x16 patch: 2 patches; the time of the first session is carried over."""
+    first, _, _ = synthetic_run(tmp_path, epochs=1)
+    saved = read_checkpoint(first.checkpoint_dir / f"checkpoint_iteration={STEPS}.pt")["run"]
+    assert saved["patches"] == 2 * STEPS and saved["seconds"] > 0
+    resumed, _, _ = synthetic_run(tmp_path, epochs=3, resume=first.checkpoint_dir / f"checkpoint_iteration={STEPS}.pt")
+    final = read_checkpoint(resumed.checkpoint_dir / f"checkpoint_iteration={3 * STEPS}.pt")["run"]
+    assert final["patches"] == 2 * 3 * STEPS and final["seconds"] >= saved["seconds"]
+
+
 def test_sigterm_mid_epoch_saves_that_step_and_the_resume_does_not_repeat_patches(tmp_path):
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)}
     with pytest.raises(SystemExit) as stopped:
@@ -259,6 +269,27 @@ def test_a_time_budget_trains_the_most_epochs_that_fit_and_records_the_schedule(
     assert stats["planned_epochs"] == 40 and 5 <= stats["total_epochs"] < 40
     assert stats["epoch"] == stats["total_epochs"] and len(batches) == STEPS * stats["total_epochs"]
     assert stats["seconds"] <= 60 + 2 * STEPS * 5  # within the budget, give or take an epoch of clock readings
+
+
+def test_a_time_budget_plans_more_epochs_again_when_the_machine_is_faster_again(tmp_path, monkeypatch):
+    """A machine busy at the start (each clock reading 2 s later in the first epoch, then 0.2 s): the schedule cut
+    after the first epoch grows again once the steps are fast, instead of ending the run early."""
+    progress = TrainingProgress(interval_seconds=10**6, estimate_steps=3, time_budget_minutes=2)
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 2.0 if not plans else 0.2
+        return now[0]
+
+    plans: list[int] = []
+
+    def attach(trainer):
+        progress.attach(trainer)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: plans.append(e.state.max_epochs))
+
+    monkeypatch.setattr(training.time, "monotonic", clock)
+    synthetic_run(tmp_path, epochs=40, hook=attach)
+    assert plans[0] < 20 and plans[-1] == 40 and len(plans) == 40  # all 40 epochs ran, not the first plan's
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
