@@ -662,8 +662,10 @@ class TrainingProgress:
         if fits != state.max_epochs:
             state.max_epochs = max(state.epoch, fits)
             self.total = state.epoch_length * state.max_epochs
-            # said when the plan moves by a twentieth of the schedule since last said, not at every epoch's jitter
-            if abs(state.max_epochs - self.announced_epochs) >= max(1, (self.planned_epochs or 0) // 20):
+            # said when the plan moves by a twentieth of the schedule since last said (not at every epoch's jitter),
+            # and when it ends the training now
+            moved = abs(state.max_epochs - self.announced_epochs) >= max(1, (self.planned_epochs or 0) // 20)
+            if moved or state.max_epochs == state.epoch:
                 self.announced_epochs = state.max_epochs
                 if _is_main_process():
                     logger.warning(
