@@ -25,7 +25,6 @@ evaluation's full metrics.json), ``train.log`` and ``speed.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -38,15 +37,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The paper's Table 1, DRIVE (Li et al. 2020; the threshold metrics as reported, AUC as the stored notebook).
-PAPER_DRIVE = {
-    "connectivity": 0.9193,
-    "f1": 0.8205,
-    "sensitivity": 0.7735,
-    "specificity": 0.9838,
-    "accuracy": 0.9573,
-    "auc": 0.9816,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from records import PAPER, SCORES, VARIANTS, evaluate_command, ship_weights  # noqa: E402
+
 # What training tries while the time budget lasts: the bundle's defaults (images augmented by CPU worker processes,
 # bf16) and the images cached and augmented on the GPU by one thread, the faster loader first (loader_order), then the
 # defaults in fp32. A later one runs only after a failure.
@@ -186,26 +180,6 @@ def smoke_datalist(folder: Path) -> Path:
     return path
 
 
-def ship_weights(model: Path, out: Path) -> dict:
-    """The best validation model as a float16 state dict, checked to load into the float32 network."""
-    import torch
-
-    from iternet_monai.checkpoints import describe_weights, iternet_for_weights, read_weights, save_atomic
-
-    state = read_weights(model)
-    target = out / "model_fp16.pt"
-    save_atomic({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, target)
-    network = iternet_for_weights(target)
-    assert all(p.dtype == torch.float32 for p in network.parameters())
-    return {
-        "file": target.name,
-        "bytes": target.stat().st_size,
-        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
-        "network": describe_weights(state),
-        "parameters": sum(p.numel() for p in network.parameters()),
-    }
-
-
 def loader_order(job: Job, args: argparse.Namespace, work: Path, drive: Path, datalist: Path) -> dict:
     """Time the training loader of each way of loading (``benchmarks/loader_speed.py``, a few seconds each): the
     bundle's default augments in CPU worker processes, the GPU-side loading runs MONAI's transforms in one Python
@@ -332,15 +306,10 @@ def main() -> int:
             timeout=240,
         )  # fmt: skip
         save()
-        variants = {"fov": [], "whole_image_region": ["--no-fov"]}
-        if mode == "sliding_window":
-            variants["fov_paper_ground_truth"] = ["--gt-roundtrip", "576"]
-        for variant, extra in variants.items():
+        variants = [variant for variant in VARIANTS if mode == "sliding_window" or "paper" not in variant]
+        for variant in variants:
             name = f"{'stride3' if mode == 'sliding_window' else 'whole'}_{variant}"
-            command = [
-                python, "-m", "iternet_monai.cli", "evaluate", "--datalist", str(datalist), "--dataset-dir",
-                str(drive), "--predictions", str(maps), "--output", str(work / f"eval_{name}"), *extra,
-            ]  # fmt: skip
+            command = evaluate_command(datalist, drive, maps, work / f"eval_{name}", variant, "drive")
             output = open(work / f"eval_{name}.log", "w")  # a file, not a pipe nobody reads while speed runs
             evaluations.append((name, output, subprocess.Popen(command, cwd=REPO, stdout=output, stderr=output)))
     speed = [
@@ -363,8 +332,8 @@ def main() -> int:
             job.failures.append({"step": f"evaluate_{name}", "returncode": process.returncode, "output_tail": tail})
             continue
         metrics[name] = read_json(work / f"eval_{name}" / "metrics.json")
-    ours = {name: {k: content["pooled"].get(k) for k in PAPER_DRIVE} for name, content in metrics.items()}
-    save(table1_drive={"paper": PAPER_DRIVE, **ours})
+    ours = {name: {k: content["pooled"].get(k) for k in SCORES} for name, content in metrics.items()}
+    save(dataset="drive", table={"paper": PAPER["drive"], **ours})
     stitching_file = work / "stitching.json"  # the sliding window's cost besides the network, each stitching
     overhead = [python, "benchmarks/stitching.py", "--output", str(stitching_file)]
     job.run("stitching", overhead + (["--size", "200", "200", "--repeats", "1"] if args.smoke else []), timeout=90)

@@ -1,17 +1,19 @@
-"""Ship what one GPU run (``benchmarks/gpu_run.sh``) measured, from its output folder alone:
+"""Ship one finished, scored training run from its folder alone: ``results.json`` and ``model_fp16.pt``, written by
+``gpu_run.py`` (the GPU job) or ``score_run.py`` (any training run of the bundle, CPU or GPU):
 
-- its float16 weights as the bundle's ``models/model.pt``, with their sha256, schedule and device in the bundle's
-  ``metadata.json`` (a new minor version with a changelog entry);
-- ``docs/results.md``: the paper's Table 1 (DRIVE) beside ours, whole image and stride 3, inside the FoV and on
-  the whole image, the targets met or missed, the schedule, the commands, the speed and any failed step;
-- the GPU rows of ``docs/benchmarks.md`` (between its ``gpu-rows`` markers) and what the README and the bundle's
-  README say of the weights (between their ``weights`` markers).
+- the weights as the bundle's model of the run's dataset (``models/model.pt`` for DRIVE, the default;
+  ``models/model_chase_db1.pt`` for CHASE_DB1), with their sha256, network, patches, training time and device in
+  the bundle's ``metadata.json`` (a new minor version with a changelog entry; earlier entries stay);
+- the dataset's section of ``docs/results.md`` (between its ``<dataset>:start/end`` markers): the paper's table
+  beside ours, the targets met or missed, the learning curve, the commands;
+- the GPU rows of ``docs/benchmarks.md`` when the run was timed on a GPU, and what the README and the bundle's
+  README say of the shipped weights (between their ``weights`` markers, every shipped model).
 
-    python benchmarks/ship_gpu_run.py OUT_DIR [--replace]
+    python benchmarks/ship_run.py RUN_DIR [--replace]
 
-Every number written is read from ``OUT_DIR/results.json``: what was measured, whatever it is. Refuses, in one line
+Every number written is read from ``RUN_DIR/results.json``: what was measured, whatever it is. Refuses, in one line
 and before writing anything, a ``--smoke`` run, weights whose sha256 is not the one ``results.json`` records, and
-replacing shipped weights without ``--replace``.
+replacing shipped weights without ``--replace`` (replaced weights are kept in ``models/replaced/``).
 """
 
 from __future__ import annotations
@@ -27,31 +29,41 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from records import DATASET_NAMES, MODEL_FILES  # noqa: E402
 
 from iternet_monai.files import atomic_path, atomic_write_text  # noqa: E402
 
-# Table 1's rows: results.json's table1_drive key and what it is.
+PAPER_TABLES = {"drive": "Table 1", "chase_db1": "Table 2"}
+# The rows of a table: results.json's table key and what it is.
 ROWS = {
-    "paper": "paper (Li et al. 2020, Table 1)",
+    "paper": "paper (Li et al. 2020, {table}; stride 3)",
     "stride3_fov_paper_ground_truth": "ours, stride 3, FoV, released code's resized ground truth (paper's protocol)",
     "stride3_fov": "ours, stride 3, FoV, official ground truth",
     "stride3_whole_image_region": "ours, stride 3, whole image, official ground truth",
+    "whole_fov_paper_ground_truth": "ours, one whole-image pass, FoV, released code's resized ground truth",
     "whole_fov": "ours, one whole-image pass, FoV, official ground truth",
     "whole_whole_image_region": "ours, one whole-image pass, whole image, official ground truth",
 }
+COLUMNS = {
+    "auc": "AUC",
+    "f1": "F1",
+    "sensitivity": "Se",
+    "specificity": "Sp",
+    "accuracy": "Acc",
+    "connectivity": "Conn",
+    "cal": "CAL",
+    "cldice": "clDice",
+}
+# Targets on the whole-image pass, FoV, official ground truth, threshold 0.5 (AUC, F1), and the most training time.
+TARGETS = {"drive": (0.978, 0.810), "chase_db1": (0.980, 0.790)}
+MAX_TRAINING_HOURS = 4.0
 # gpu_run.py's training attempts, by the bundle folder that trained the shipped weights.
 ATTEMPTS = {
     "train_default": "the bundle's defaults: images augmented in CPU worker processes",
     "train_gpu_thread": "images cached and augmented on the GPU by a thread loader",
     "train_default_fp32": "fallback: the bundle's defaults in fp32",
-}
-COLUMNS = {
-    "connectivity": "Conn",
-    "f1": "F1",
-    "sensitivity": "Se",
-    "specificity": "Sp",
-    "accuracy": "Acc",
-    "auc": "AUC",
 }
 
 
@@ -64,13 +76,15 @@ def sha256(path: Path) -> str:
 
 
 def load_run(out: Path) -> dict:
-    """``results.json`` of a GPU run, checked: not a smoke run, with weights matching their recorded sha256."""
+    """``results.json`` of a run, checked: not a smoke run, of a known dataset, with weights matching their sha256."""
     try:
         results = json.loads((out / "results.json").read_text())
     except (OSError, ValueError) as err:
         raise ShipError(f"{out / 'results.json'}: cannot read it ({err})") from None
     if results.get("smoke"):
         raise ShipError(f"{out} holds a --smoke run (a tiny network on the CPU): nothing to ship")
+    if results.get("dataset") not in MODEL_FILES:
+        raise ShipError(f"{out / 'results.json'}: dataset {results.get('dataset')!r} is not one of {list(MODEL_FILES)}")
     weights = results.get("weights") or {}
     path = out / str(weights.get("file", "model_fp16.pt"))
     if not path.is_file():
@@ -81,54 +95,48 @@ def load_run(out: Path) -> dict:
 
 
 def number(value: object, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not math.isnan(value) else "–"
 
 
-def table1(results: dict) -> list[str]:
-    table = results.get("table1_drive", {})
+def hours(seconds: object) -> str:
+    return f"{seconds / 3600:.2f} h" if isinstance(seconds, (int, float)) else "–"
+
+
+def score_table(results: dict) -> list[str]:
+    table = results.get("table", {})
     lines = ["| | " + " | ".join(COLUMNS.values()) + " |", "| --- |" + " --- |" * len(COLUMNS)]
     for key, label in ROWS.items():
-        values = table.get(key)
-        cells = [number(values.get(name)) if values else "not measured" for name in COLUMNS]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if key in table:
+            cells = [number(table[key].get(name)) for name in COLUMNS]
+            lines.append(f"| {label.format(table=PAPER_TABLES[results['dataset']])} | " + " | ".join(cells) + " |")
     return lines
 
 
 def targets(results: dict) -> list[str]:
-    """The issue's targets, each met or missed by the measured value."""
-    paper = results.get("table1_drive", {}).get("stride3_fov_paper_ground_truth") or {}
-    schedule = results.get("schedule") or {}
-    stride3 = ((results.get("speed") or {}).get("modes") or {}).get("stride3") or {}
+    """The targets, each met or missed by the measured value."""
+    ours = results.get("table", {}).get("whole_fov") or {}
+    auc, f1 = TARGETS[results["dataset"]]
+    seconds = (results.get("schedule") or {}).get("seconds")
     checks = [
-        (f"DRIVE AUC ≥ 0.9816 (paper's protocol): {number(paper.get('auc'))}", paper.get("auc"), 0.9816, True),
-        (f"DRIVE F1 ≥ 0.8205: {number(paper.get('f1'))}", paper.get("f1"), 0.8205, True),
-        (f"DRIVE Conn ≥ 0.9193: {number(paper.get('connectivity'))}", paper.get("connectivity"), 0.9193, True),
-        (
-            f"the paper's 200 epochs in ≤ 6 min: {schedule.get('epoch', '–')} of {schedule.get('planned_epochs', '–')} "
-            f"epochs in {number(schedule.get('seconds'), 0)} s",
-            None if "epoch" not in schedule else schedule["seconds"] if schedule["epoch"] >= 200 else math.inf,
-            360,
-            False,
-        ),
-        (
-            f"stride 3 ≤ 1.5 s per DRIVE image: {number(stride3.get('seconds_per_image'), 2)} s",
-            stride3.get("seconds_per_image"),
-            1.5,
-            False,
-        ),
-        (
-            f"bf16 within 1e-4 AUC of fp32 at stride 3: {number(stride3.get('auc_bf16_minus_fp32_one_image'), 6)}",
-            None
-            if stride3.get("auc_bf16_minus_fp32_one_image") is None
-            else abs(stride3["auc_bf16_minus_fp32_one_image"]),
-            1e-4,
-            False,
-        ),
+        (f"AUC ≥ {auc}: {number(ours.get('auc'))}", ours.get("auc"), auc, True),
+        (f"F1 ≥ {f1}: {number(ours.get('f1'))}", ours.get("f1"), f1, True),
     ]
+    if "speed" not in results:
+        checks.append((f"at most {MAX_TRAINING_HOURS:g} h of training: {hours(seconds)}", seconds, 3600 * 4, False))
     lines = []
     for text, value, limit, at_least in checks:
         met = value is not None and (value >= limit if at_least else value <= limit)
         lines.append(f"- {'met' if met else 'missed' if value is not None else 'not measured'}: {text}")
+    return lines
+
+
+def curve_table(results: dict) -> list[str]:
+    """The learning curve: patches seen -> test AUC, F1 (for the record; checkpoints are chosen on validation)."""
+    points = results.get("curve") or []
+    if not points:
+        return ["No learning curve was recorded for this run."]
+    lines = ["| patches seen | AUC | F1 |", "| --- | --- | --- |"]
+    lines += [f"| {p['patches']:,} | {number(p.get('auc'))} | {number(p.get('f1'))} |" for p in points]
     return lines
 
 
@@ -182,16 +190,45 @@ def speed_rows(results: dict) -> list[str]:
     return lines
 
 
-def weights_note(results: dict, digest: str) -> list[str]:
-    """What the READMEs say of the shipped weights."""
+def weights_entry(results: dict, digest: str) -> dict:
+    """What metadata.json records of shipped weights."""
     schedule = results.get("schedule") or {}
-    paper = results.get("table1_drive", {}).get("stride3_fov_paper_ground_truth") or {}
-    return [
-        f"The bundle ships trained weights, `models/model.pt` (float16, sha256 `{digest}`), trained on DRIVE's 20 "
-        f"training images ({schedule.get('epoch', '–')} of the paper's {schedule.get('planned_epochs', '–')} epochs "
-        f"on {results.get('device')}). On DRIVE's test images, stride 3, the paper's protocol: AUC "
-        f"{number(paper.get('auc'))}, F1 {number(paper.get('f1'))}, Conn {number(paper.get('connectivity'))} "
-        "(docs/results.md of the repository, beside the paper's). `--ckpt_path` takes your own `model.pt`.",
+    ours = results.get("table", {}).get("whole_fov") or {}
+    name = DATASET_NAMES[results["dataset"]]
+    return {
+        "dataset": results["dataset"],
+        "sha256": digest,
+        "dtype": "float16 (loaded into the float32 network)",
+        "network": results["weights"].get("network"),
+        "parameters": results["weights"].get("parameters"),
+        "trained_on": f"{name} training set, the paper's augmentation, patches, loss and optimiser",
+        "training_command": (results.get("commands") or {}).get("train"),
+        "epochs": schedule.get("epoch"),
+        "patches_seen": schedule.get("patches"),
+        "training_seconds": schedule.get("seconds"),
+        "device": results.get("device"),
+        "test_whole_image_fov": {"auc": ours.get("auc"), "f1": ours.get("f1")},
+        "check": results["weights"].get("check"),
+        "results": "docs/results.md of the repository",
+    }
+
+
+def weights_note(metadata: dict) -> list[str]:
+    """What the READMEs say of the shipped weights: every model in metadata.json."""
+    lines = []
+    for file, entry in sorted((metadata.get("weights") or {}).items()):
+        scores = entry.get("test_whole_image_fov") or {}
+        trained = entry.get("trained_on", "").split(" training set")[0]
+        lines.append(
+            f"- `{file}` ({trained}; {entry.get('network')}, float16, sha256 `{entry['sha256'][:16]}…`): on "
+            f"{trained}'s test images, one whole-image pass inside the FoV, AUC {number(scores.get('auc'))}, F1 "
+            f"{number(scores.get('f1'))}; trained on {number(entry.get('patches_seen'), 0)} patches in "
+            f"{hours(entry.get('training_seconds'))} on {entry.get('device')}."
+        )
+    return lines + [
+        "",
+        "`models/model.pt` is the default; `--ckpt_path` takes another (the CHASE_DB1 model for photographs like "
+        "CHASE_DB1's, or your own `model.pt`). docs/results.md of the repository has the tables beside the paper's.",
     ]
 
 
@@ -205,122 +242,115 @@ def replace_block(path: Path, name: str, lines: list[str]) -> str:
     return re.sub(pattern, lambda _: "\n".join([start, *lines, end]), text, flags=re.DOTALL)
 
 
-def results_page(results: dict, weights_sha: str) -> str:
+def results_section(results: dict, file: str, digest: str) -> list[str]:
+    """The run's section of docs/results.md."""
+    dataset = results["dataset"]
+    name = DATASET_NAMES[dataset]
     schedule = results.get("schedule") or {}
+    commands = results.get("commands") or {}
     failures = results.get("failures") or []
-    budget = (results.get("commands") or {}).get("time_budget_minutes")
-    lines = [
-        "# Results: DRIVE, with the shipped weights",
+    trained_by = f" ({ATTEMPTS[results['trained_by']]})" if results.get("trained_by") in ATTEMPTS else ""
+    return [
+        f"## {name} ({PAPER_TABLES[dataset]}): `models/{file}`",
         "",
-        f"One run of `bash benchmarks/gpu_run.sh OUT` on {results.get('device')} (torch {results.get('torch')}), "
-        f"{results.get('total_seconds', '–')} s in all; every number below is read from its `results.json` by "
-        "`python benchmarks/ship_gpu_run.py OUT`. The weights: `bundles/iternet/models/model.pt`, float16, "
-        f"sha256 `{weights_sha}`.",
+        f"float16, sha256 `{digest}`, {results['weights'].get('network')} "
+        f"({results['weights'].get('parameters'):,} parameters); trained on {results.get('device')} (torch "
+        f"{results.get('torch')}): {schedule.get('epoch', '–')} epochs, {number(schedule.get('patches'), 0)} "
+        f"patches of 128×128 in {hours(schedule.get('seconds'))}{trained_by}; `model.pt` is the best validation "
+        f"AUC ({number(schedule.get('best_metric'))}, epoch {schedule.get('best_metric_epoch', '–')}) on the "
+        f"validation list ({name}'s training images, as the paper: no test image is seen before the test).",
         "",
-        "## Table 1, DRIVE test set (20 images)",
+        f"{name} test images, threshold 0.5:",
         "",
-        *table1(results),
+        *score_table(results),
         "",
-        "Targets (issue 9), judged on the paper's protocol row:",
+        "Targets (one whole-image pass, FoV, official ground truth):",
         "",
         *targets(results),
         "",
-        "## How each number was made",
+        "Learning curve (the test images, scored at each resumable checkpoint for the record only):",
         "",
-        f"- Training: `python -m monai.bundle run training --config_file bundles/iternet/configs/train.json "
-        f"--dataset_dir DRIVE --time_budget_minutes {budget}` (the built-in DRIVE datalist: the 20 training images, "
-        f"validated on them as the paper; {ATTEMPTS.get(results.get('trained_by'), 'no attempt trained')}). Schedule "
-        "run: "
-        f"{schedule.get('epoch', '–')} of the {schedule.get('planned_epochs', '–')} planned epochs × "
-        f"{schedule.get('epoch_length', '–')} steps × 32 patches, {number(schedule.get('seconds'), 0)} s "
-        f"({number(schedule.get('patches_per_second'), 0)} patches/s); the best validation "
-        f"{schedule.get('key_metric_name', 'AUC')} {number(schedule.get('best_metric'))} at epoch "
-        f"{schedule.get('best_metric_epoch', '–')} gave `model.pt`.",
-        "- Inference: `python -m monai.bundle run --config_file bundles/iternet/configs/inference.json --dataset_dir "
-        "DRIVE --datalist drive --mode sliding_window --sw_overlap 0.9765625` (stride 3) or `--mode whole_image`, "
-        "`--nifti true` (float32 probabilities).",
-        "- Scores: `iternet-monai evaluate --datalist drive --dataset-dir DRIVE --predictions MAPS` inside the "
-        "official FoV masks; `--no-fov` on the whole image; `--gt-roundtrip 576` with the released code's resized "
-        "ground truth (docs/evaluation.md).",
+        *curve_table(results),
         "",
-        "## Speed",
+        "Commands:",
         "",
-        *speed_rows(results),
+        f"- Training: `{commands.get('train', '–')}`",
+        f"- Inference: `python -m {commands['inference']}`"
+        if commands.get("inference")
+        else "- Inference: the bundle's inference.json (`benchmarks/gpu_run.py`)",
+        f"- Scores: `iternet-monai evaluate --datalist {dataset} --dataset-dir {name} --predictions MAPS` inside the "
+        "FoV; `--no-fov` on the whole image; `--gt-roundtrip SIZE` with the released code's resized ground truth "
+        "(docs/evaluation.md). `python benchmarks/score_run.py` ran these and `python benchmarks/ship_run.py` wrote "
+        "this section from its `results.json`.",
         "",
-        "## Failed or skipped steps",
-        "",
-        *(
-            [f"- {f.get('step')}: {f.get('skipped') or f.get('error') or f.get('returncode')}" for f in failures]
-            or ["none"]
-        ),
-        "",
+        "Failed or skipped steps: "
+        + (
+            "; ".join(f"{f.get('step')}: {f.get('skipped') or f.get('error') or f.get('returncode')}" for f in failures)
+            or "none"
+        )
+        + ".",
     ]
-    return "\n".join(lines)
 
 
-def ship(out: Path, bundle: Path, docs: Path, readme: Path, replace: bool = False) -> str:
-    """Check everything, then write the weights, metadata.json, results.md and the marked blocks of the READMEs and
-    benchmarks.md."""
+def ship(out: Path, bundle: Path, docs: Path, readme: Path, replace: bool = False) -> tuple[Path, str]:
+    """Check everything, then write the weights, metadata.json, the run's section of results.md and the marked blocks
+    of the READMEs (and benchmarks.md for a GPU run). Returns the shipped file and its sha256."""
     results = load_run(out)
     weights = out / results["weights"]["file"]
     digest = results["weights"]["sha256"]
-    target = bundle / "models" / "model.pt"
+    file = MODEL_FILES[results["dataset"]]
+    target = bundle / "models" / file
     if target.is_file() and sha256(target) != digest and not replace:
         raise ShipError(f"{target} exists with other weights; pass --replace to ship these instead")
-    note = weights_note(results, digest)
-    blocks = {
-        docs / "benchmarks.md": replace_block(docs / "benchmarks.md", "gpu-rows", speed_rows(results)),
-        readme: replace_block(readme, "weights", note),
-        bundle / "docs" / "README.md": replace_block(bundle / "docs" / "README.md", "weights", note),
-    }
     metadata_file = bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_file.read_text())
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as temporary:
-        shutil.copyfile(weights, temporary)
-    schedule = results.get("schedule") or {}
     major, minor, _ = (int(part) for part in metadata["version"].split("."))
     version = f"{major}.{minor + 1}.0"
-    metadata["version"] = version
+    shipped = {**(metadata.get("weights") or {}), f"models/{file}": weights_entry(results, digest)}
+    metadata.update(version=version, weights=shipped)
+    schedule = results.get("schedule") or {}
     metadata["changelog"] = {
-        version: f"trained weights (DRIVE, {schedule.get('epoch')} epochs on {results.get('device')}), sha256 {digest}",
+        version: f"models/{file}: {DATASET_NAMES[results['dataset']]} weights ({number(schedule.get('patches'), 0)} "
+        f"patches on {results.get('device')}), sha256 {digest}",
         **metadata["changelog"],
     }
-    metadata["weights"] = {
-        "file": "models/model.pt",
-        "sha256": digest,
-        "dtype": "float16 (loaded into the float32 network)",
-        "network": results["weights"].get("network"),
-        "parameters": results["weights"].get("parameters"),
-        "trained_on": "DRIVE training set (20 images), the paper's augmentation and schedule",
-        "epochs": schedule.get("epoch"),
-        "device": results.get("device"),
-        "results": "docs/results.md of the repository",
+    blocks = {
+        docs / "results.md": replace_block(docs / "results.md", results["dataset"], results_section(results, file, digest)),
+        readme: replace_block(readme, "weights", weights_note(metadata)),
+        bundle / "docs" / "README.md": replace_block(bundle / "docs" / "README.md", "weights", weights_note(metadata)),
     }
+    if results.get("speed"):
+        blocks[docs / "benchmarks.md"] = replace_block(docs / "benchmarks.md", "gpu-rows", speed_rows(results))
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_file() and sha256(target) != digest:
+        kept = bundle / "models" / "replaced" / f"{target.stem}.{sha256(target)[:12]}.pt"
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copyfile(target, kept)
+    with atomic_path(target) as temporary:
+        shutil.copyfile(weights, temporary)
     atomic_write_text(metadata_file, json.dumps(metadata, indent=4, ensure_ascii=False) + "\n")
-    atomic_write_text(docs / "results.md", results_page(results, digest))
     for path, text in blocks.items():
         atomic_write_text(path, text)
-    return digest
+    return target, digest
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, help="a run's folder: results.json and model_fp16.pt")
     parser.add_argument("--bundle", type=Path, default=REPO / "iternet_monai" / "bundle")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     parser.add_argument("--readme", type=Path, default=REPO / "README.md")
     parser.add_argument("--replace", action="store_true", help="replace shipped weights")
     args = parser.parse_args()
     try:
-        digest = ship(args.out_dir, args.bundle, args.docs, args.readme, args.replace)
+        target, digest = ship(args.run_dir, args.bundle, args.docs, args.readme, args.replace)
     except ShipError as err:
-        print(f"ship_gpu_run: {err}", file=sys.stderr)
+        print(f"ship_run: {err}", file=sys.stderr)
         return 2
     print(
-        f"shipped {args.bundle / 'models' / 'model.pt'} (sha256 {digest}); wrote {args.docs / 'results.md'} and "
-        f"the marked blocks of {args.docs / 'benchmarks.md'} and both READMEs: review them, then commit"
+        f"shipped {target} (sha256 {digest}); wrote its section of {args.docs / 'results.md'}, metadata.json and the "
+        "marked blocks of both READMEs: review them, then commit"
     )
     return 0
 

@@ -32,8 +32,8 @@ def test_smoke_run_does_every_step_and_writes_at_most_eight_files(drive, tmp_pat
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["failures"] == [] and results["smoke"] is True
     assert results["schedule"]["epoch"] == results["schedule"]["total_epochs"] == 2
-    table = results["table1_drive"]
-    assert set(table) == {
+    table = results["table"]
+    assert results["dataset"] == "drive" and set(table) == {
         "paper", "whole_fov", "whole_whole_image_region", "stride3_fov", "stride3_whole_image_region",
         "stride3_fov_paper_ground_truth",
     }  # fmt: skip
@@ -51,14 +51,14 @@ def test_smoke_run_does_every_step_and_writes_at_most_eight_files(drive, tmp_pat
 
 
 def check_shipping(out: Path, results: dict, scratch: Path) -> None:
-    """ship_gpu_run.py on the smoke run, into a scratch copy of the bundle's configs and the docs: refused as a
-    smoke run; marked as a real run, it ships the weights, their sha256 and the numbers of results.json."""
+    """ship_run.py on the smoke run, into a scratch copy of the bundle's configs and the docs: refused as a smoke
+    run; marked as a real run, it ships the weights, their sha256 and the numbers of results.json."""
     for part in ("configs", "docs"):
         shutil.copytree(REPO / "iternet_monai" / "bundle" / part, scratch / "bundle" / part)
     shutil.copytree(REPO / "docs", scratch / "docs")
     shutil.copyfile(REPO / "README.md", scratch / "README.md")
     ship = [
-        sys.executable, "benchmarks/ship_gpu_run.py", str(out), "--bundle", str(scratch / "bundle"),
+        sys.executable, "benchmarks/ship_run.py", str(out), "--bundle", str(scratch / "bundle"),
         "--docs", str(scratch / "docs"), "--readme", str(scratch / "README.md"),
     ]  # fmt: skip
     refused = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)
@@ -70,16 +70,15 @@ def check_shipping(out: Path, results: dict, scratch: Path) -> None:
     weights = scratch / "bundle" / "models" / "model.pt"
     assert weights.read_bytes() == (out / "model_fp16.pt").read_bytes()
     metadata = json.loads((scratch / "bundle" / "configs" / "metadata.json").read_text())
-    assert metadata["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert (
-        metadata["version"] in metadata["changelog"]
-        and metadata["weights"]["sha256"] in metadata["changelog"][metadata["version"]]
-    )
+    digest = metadata["weights"]["models/model.pt"]["sha256"]
+    assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert metadata["version"] in metadata["changelog"] and digest in metadata["changelog"][metadata["version"]]
     page = (scratch / "docs" / "results.md").read_text().splitlines()
     row = next(line for line in page if line.startswith("| ours, stride 3, FoV, official ground truth"))
-    table = results["table1_drive"]["stride3_fov"]
-    assert row.split(" | ")[1:] == [f"{table[k]:.4f}" for k in ("connectivity", "f1", "sensitivity", "specificity",
-                                                                 "accuracy")] + [f"{table['auc']:.4f} |"]  # fmt: skip
+    table = results["table"]["stride3_fov"]
+    assert row.split(" | ")[1:] == [f"{table[k]:.4f}" for k in ("auc", "f1", "sensitivity", "specificity",
+                                                                 "accuracy", "connectivity", "cal")] + [
+        f"{table['cldice']:.4f} |"]  # fmt: skip
     rows = (scratch / "docs" / "benchmarks.md").read_text()
     assert (
         "Not measured yet" not in rows and f"| {results['speed']['modes']['whole']['seconds_per_image']:.3f} |" in rows
@@ -89,9 +88,11 @@ def check_shipping(out: Path, results: dict, scratch: Path) -> None:
     assert kept.returncode == 2 and "--replace" in kept.stderr and weights.read_bytes() == b"weights shipped before"
     assert subprocess.run([*ship, "--replace"], cwd=REPO, capture_output=True).returncode == 0
     assert weights.read_bytes() == (out / "model_fp16.pt").read_bytes()
+    replaced = list((weights.parent / "replaced").iterdir())
+    assert [p.read_bytes() for p in replaced] == [b"weights shipped before"]  # kept, not lost
     for readme in (scratch / "README.md", scratch / "bundle" / "docs" / "README.md"):
         text = readme.read_text()
-        assert "shipped yet" not in text and metadata["weights"]["sha256"] in text, readme
+        assert "shipped yet" not in text and digest[:16] in text, readme
     (out / "model_fp16.pt").write_bytes(b"other weights")
     changed = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)
     assert changed.returncode == 2 and "sha256" in changed.stderr
