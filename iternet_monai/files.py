@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "atomic_write_json",
+    "remove_leftovers",
     "check_writable_folder",
 ]
 
@@ -112,6 +114,21 @@ def atomic_write_json(path: str | Path, content: object) -> None:
     """Write ``content`` as strict JSON atomically: NaN and infinities become ``null``, which every JSON reader
     (R's jsonlite, JavaScript, jq) accepts, where Python's default ``NaN`` is not JSON."""
     atomic_write_text(path, json.dumps(_strict_json(content), indent=1, allow_nan=False) + "\n")
+
+
+def remove_leftovers(folder: str | Path, quiet_seconds: float = 60.0) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_path` that a killed or crashed run left in ``folder``
+    (``.<name>.*.partial<suffix>``) and that nothing has written to for ``quiet_seconds`` (a run writing there now
+    keeps its own); returns the files removed."""
+    now, removed = time.time(), []
+    for leftover in Path(folder).glob(".*.partial*"):
+        try:
+            if leftover.is_file() and now - leftover.stat().st_mtime >= quiet_seconds:
+                leftover.unlink()
+                removed.append(leftover)
+        except FileNotFoundError:  # its run completed or removed it meanwhile
+            continue
+    return removed
 
 
 def check_writable_folder(folder: str | Path, what: str = "output folder") -> Path:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -251,6 +252,32 @@ def test_a_failure_mid_run_leaves_no_output_that_looks_complete(drive, tmp_path)
         run_evaluation(items, predictor, tmp_path / "out", overwrite=True)
     assert (tmp_path / "out" / "metrics.json").read_text() == before
     assert sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir()) == ["01_test.png"]
+
+
+def test_an_overwritten_evaluation_holds_only_its_own_overlays_and_no_leftovers(drive, tmp_path):
+    """--overwrite with fewer images removes the overlays of the images no longer evaluated (the folder would
+    otherwise mix two evaluations) and the temporary files an interrupted evaluation left; overlays alone (a killed
+    evaluation) are an earlier evaluation's outputs too."""
+    from iternet_monai.data import load_datalist
+    from iternet_monai.evaluation import evaluate as run_evaluation
+
+    items = load_datalist(drive_datalist(drive, tmp_path, ("01_test", "02_test")), drive, "testing")
+    out = tmp_path / "out"
+
+    def predictor(data):
+        return np.zeros(data["label"].shape[1:])
+
+    run_evaluation(items, predictor, out)
+    leftover = out / "overlays" / ".02_test.png.a1b2.partial.png"
+    leftover.write_bytes(b"half a png")
+    os.utime(leftover, (1, 1))
+    for name in ("metrics.json", "per_image.csv", "roc.png", "pr.png"):
+        (out / name).unlink()
+    with pytest.raises(EvaluationError, match="01_test.png exists; choose another output folder or pass --overwrite"):
+        run_evaluation(items[:1], predictor, out)
+    run_evaluation(items[:1], predictor, out, overwrite=True)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["01_test.png"]
+    assert json.loads((out / "metrics.json").read_text())["protocol"]["images"] == 1
 
 
 def test_model_evaluation_records_the_inference_mode_that_ran(drive, tmp_path):
