@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .errors import DISK_ERRORS, InputError, OutputError
+
 __all__ = [
     "PHOTO_SUFFIXES",
     "MAP_SUFFIXES",
@@ -76,20 +78,34 @@ def unique_names(paths: Sequence[str | Path]) -> list[str]:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so writers that pick the format from the name work);
     when the block succeeds it is flushed to disk and renamed onto ``path``, else removed. A reader never sees a
-    partial file under ``path``, and what was there stays until the new file is complete."""
+    partial file under ``path``, and what was there stays until the new file is complete.
+
+    A write the disk refuses (no space left, no permission, read-only) is an :class:`~iternet_monai.errors.OutputError`
+    naming ``path`` and the cause, whether the temporary file, the writer in the block, or the rename fails."""
     path = Path(path)
     suffix = file_suffix(path) or path.suffix
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
     os.close(handle)
     temporary = Path(name)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes the file owner-only; give it the mode a plain open() would
     try:
-        yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
+        try:
+            yield temporary
+        except OSError as err:
+            if err.errno not in DISK_ERRORS:
+                raise
+            raise OutputError(f"cannot write {path}: {err.strerror}") from err
+        try:
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(temporary, path)
+        except OSError as err:
+            raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -134,8 +150,6 @@ def remove_leftovers(folder: str | Path, quiet_seconds: float = 60.0) -> list[Pa
 def check_writable_folder(folder: str | Path, what: str = "output folder") -> Path:
     """Refuse, before any work, a ``folder`` that is a file or that cannot be created or written in, with one
     line naming it (an ``InputError``). Nothing is created here."""
-    from .errors import InputError
-
     folder = Path(folder).expanduser()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():

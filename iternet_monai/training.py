@@ -35,7 +35,7 @@ from monai.data.utils import set_rnd, worker_init_fn
 from monai.handlers import CheckpointSaver, ValidationHandler
 
 from .checkpoints import CheckpointError, describe_weights, read_checkpoint, save_atomic
-from .errors import InputError, flag
+from .errors import InputError, OutputError, disk_error, error_chain, flag
 from .files import atomic_write_json, check_writable_folder, remove_leftovers
 from .handlers import engine_loss
 
@@ -408,6 +408,10 @@ class TrainingRun:
         try:
             trainer.run()
         except Exception as error:
+            refused = disk_error(error)  # a library's write (TensorBoard's) names no file: name the run's folders
+            named = any(isinstance(e, InputError) for e in error_chain(error))
+            if self.stop_signal is None and refused is not None and not named:
+                raise OutputError(f"cannot write in {self.ckpt_dir} or {self.log_dir}: {refused.strerror}") from error
             if self.stop_signal is None:
                 raise
             # A signal sent to the whole process group (a batch system's SIGTERM) also ends the data loader's

@@ -126,12 +126,12 @@ from test_training import synthetic_run
 DIE_WHILE_SAVING = """
 real_save = torch.save
 
-def save_then_die(content, path, *args, **kwargs):
-    if "checkpoint_iteration=6" in str(path):  # half the file, then SIGKILL: nothing after this runs
-        with open(path, "wb") as handle:
-            handle.write(b"PK the first bytes of a checkpoint")
+def save_then_die(content, handle, *args, **kwargs):
+    if "checkpoint_iteration=6" in handle.name:  # half the file, then SIGKILL: nothing after this runs
+        handle.write(b"PK the first bytes of a checkpoint")
+        handle.flush()
         os.kill(os.getpid(), signal.SIGKILL)
-    real_save(content, path, *args, **kwargs)
+    real_save(content, handle, *args, **kwargs)
 
 torch.save = save_then_die
 synthetic_run(Path(sys.argv[1]), epochs=2, checkpoint_steps=3)
