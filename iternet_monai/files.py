@@ -33,6 +33,8 @@ __all__ = [
     "atomic_write_json",
     "remove_leftovers",
     "check_writable_folder",
+    "EVALUATION_FILES",
+    "check_evaluation_folder",
 ]
 
 # Photographs, labels and masks that Pillow reads.
@@ -157,3 +159,18 @@ def check_writable_folder(folder: str | Path, what: str = "output folder") -> Pa
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{what} {folder} cannot be written: no permission to write in {existing}")
     return folder
+
+
+# What ``evaluate`` writes in its output folder, besides ``overlays/<stem>.png``.
+EVALUATION_FILES = ("metrics.json", "per_image.csv", "roc.png", "pr.png")
+
+
+def check_evaluation_folder(output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse (one line, an ``InputError``) an ``evaluate`` output folder that cannot be written, or that holds an
+    earlier evaluation's files unless ``overwrite``: checked before the model or the maps are loaded."""
+    output_dir = check_writable_folder(output_dir, "--output")
+    existing = [output_dir / name for name in EVALUATION_FILES if (output_dir / name).exists()]
+    existing += sorted(p for p in (output_dir / "overlays").glob("*.png") if not p.name.startswith("."))
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]} exists; choose another output folder or pass --overwrite")
+    return output_dir

@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 from test_bundle import bundle, two_drive_images
 
 from iternet_monai.cli import main as cli
+from iternet_monai.errors import InputError
 from iternet_monai.evaluation import EvaluationError, read_probability_map
 from iternet_monai.metrics import protocol_metrics
 from iternet_monai.networks import IterNet
@@ -110,7 +111,10 @@ def test_every_bad_map_is_named_before_scoring(drive, tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "iternet-monai: 5 image(s) have no usable probability map; nothing was scored:"
     assert len(lines) == 6
-    assert lines[1].endswith(f"05_test.tif: no map in {maps}")
+    assert lines[1].endswith(
+        f"05_test.tif: no map in {maps} (looked for 05_test.<ext> or 05_test_<anything>.<ext>, <ext> one of png, "
+        "tif, tiff, npy, nii, nii.gz)"
+    )
     assert "01_test_prob.npy: the map is 560x500 (HxW) but its image 01_test.tif is 584x565" in lines[2]
     assert "02_test_prob.npy: the probability map contains NaN values" in lines[3]
     assert "03_test_prob.npy: the probability map contains infinite values" in lines[4]
@@ -273,7 +277,7 @@ def test_an_overwritten_evaluation_holds_only_its_own_overlays_and_no_leftovers(
     os.utime(leftover, (1, 1))
     for name in ("metrics.json", "per_image.csv", "roc.png", "pr.png"):
         (out / name).unlink()
-    with pytest.raises(EvaluationError, match="01_test.png exists; choose another output folder or pass --overwrite"):
+    with pytest.raises(InputError, match="01_test.png exists; choose another output folder or pass --overwrite"):
         run_evaluation(items[:1], predictor, out)
     run_evaluation(items[:1], predictor, out, overwrite=True)
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["01_test.png"]
