@@ -254,6 +254,7 @@ def main() -> int:
     import torch
 
     from iternet_monai.files import atomic_write_json
+    from iternet_monai.training import latest_stats
 
     drive = drive_folder()
     datalist = smoke_datalist(work) if args.smoke else Path("iternet_monai/data/datalists/drive.json")
@@ -286,7 +287,7 @@ def main() -> int:
     trained = train(job, args, work, out, drive, datalist, loaders["attempt_order"])
     results["trained_by"] = None if trained is None else trained.name
     if trained is not None:
-        save(schedule=job.call("train_stats", read_json, trained / "eval" / "train_stats.json"))
+        save(schedule=job.call("train_stats", read_json, latest_stats(trained / "eval")))
     shipped = job.call("ship_weights", ship_weights, trained / "models" / "model.pt", out) if trained else None
     save(weights=shipped)
     weights = out / "model_fp16.pt"
@@ -349,7 +350,9 @@ def main() -> int:
     return 1 if job.failures else 0
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path | None) -> dict:
+    if path is None:
+        raise FileNotFoundError("the training wrote no train_stats.json")
     return json.loads(Path(path).read_text())
 
 

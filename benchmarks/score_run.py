@@ -103,7 +103,8 @@ def main() -> int:
             command = evaluate_command(args.dataset, args.dataset_dir, maps, output, variant, args.dataset)
             subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
             metrics[f"whole_{variant}"] = json.loads((output / "metrics.json").read_text())
-        results["weights"]["check"] = weights_check(out / "model_fp16.pt", args.dataset, args.dataset_dir, Path(temporary))
+        check = weights_check(out / "model_fp16.pt", args.dataset, args.dataset_dir, Path(temporary))
+        results["weights"]["check"] = check
     ours = {name: {k: content["pooled"].get(k) for k in SCORES} for name, content in metrics.items()}
     results["table"] = {"paper": PAPER[args.dataset], **ours}
     results["total_seconds"] = round(time.monotonic() - started, 1)

@@ -314,8 +314,9 @@ def ship(out: Path, bundle: Path, docs: Path, readme: Path, replace: bool = Fals
         f"patches on {results.get('device')}), sha256 {digest}",
         **metadata["changelog"],
     }
+    section = results_section(results, file, digest)
     blocks = {
-        docs / "results.md": replace_block(docs / "results.md", results["dataset"], results_section(results, file, digest)),
+        docs / "results.md": replace_block(docs / "results.md", results["dataset"], section),
         readme: replace_block(readme, "weights", weights_note(metadata)),
         bundle / "docs" / "README.md": replace_block(bundle / "docs" / "README.md", "weights", weights_note(metadata)),
     }

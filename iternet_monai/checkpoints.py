@@ -138,6 +138,8 @@ def iternet_for_weights(weights: str | Path | None = None, **config: Any) -> Ite
 
 
 def save_atomic(content: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: ``path`` is never a partial file."""
-    with atomic_path(path) as temporary:
-        torch.save(content, temporary)
+    """``torch.save`` to a temporary file beside ``path``, then rename: ``path`` is never a partial file. The file is
+    written through a Python file object, so a full disk is an OSError saying so (``torch.save`` to a path reports
+    it as an unexplained "unexpected pos")."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        torch.save(content, handle)

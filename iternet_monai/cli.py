@@ -1,4 +1,10 @@
-"""The ``iternet-monai`` command."""
+"""The ``iternet-monai`` command: the tasks around the IterNet bundle that MONAI's ``python -m monai.bundle``
+commands do not cover. ``make-datalist`` pairs a folder of fundus photographs with their vessel labels and
+field-of-view masks for training; ``evaluate`` scores a model, or any method's saved probability maps, under one
+protocol (AUC, F1, connectivity, ...); ``measure`` turns vessel maps into biomarker tables with quality checks;
+``label-app`` and ``convert-studies`` set up MONAI Label to annotate and fine-tune in 3D Slicer. Segmenting and
+training are the bundle's own commands (``python -m monai.bundle run --config_file bundles/iternet/inference.json``).
+A bad input ends a command with one line naming the file and what is wrong (exit status 2)."""
 
 from __future__ import annotations
 
@@ -7,12 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import __version__
 from .data import BUILTIN_DATALISTS, DatalistError, load_datalist, make_datalist
 from .errors import find_input_error
-from .files import atomic_write_json, check_writable_folder
+from .files import atomic_write_json, check_evaluation_folder
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    check_evaluation_folder(args.output, args.overwrite)  # in a second: before torch, the maps or the model load
     import logging
 
     import torch
@@ -21,8 +29,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .inferers import resolve_mode
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    check_writable_folder(args.output, "--output")  # before the maps are read or the model runs
-    items = load_datalist(args.datalist, args.dataset_dir, args.key, check=True)
+    items = load_datalist(args.datalist, args.dataset_dir, args.data_key, check=True)
     if (args.ckpt is None) == (args.predictions is None):
         raise EvaluationError("give exactly one of --ckpt (a model.pt to run) or --predictions (a folder of maps)")
     if args.predictions:
@@ -117,7 +124,8 @@ def _measure(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iternet-monai", description=__doc__)
+    parser = argparse.ArgumentParser(prog="iternet-monai", description=__doc__.replace("``", "'"))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser(
         "make-datalist",
@@ -153,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--datalist", required=True, help=f"datalist JSON, or one of {', '.join(BUILTIN_DATALISTS)}")
     ev.add_argument("--dataset-dir", required=True, help="folder the datalist's paths are relative to")
-    ev.add_argument("--key", default="testing", help="datalist list to evaluate (default: testing)")
+    ev.add_argument("--data-key", default="testing", help="the datalist's list to evaluate (default: testing)")
+    # --key: the option's earlier name, still read
+    ev.add_argument("--key", dest="data_key", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ev.add_argument("--ckpt", help="model.pt (state dict) of an IterNet to run")
     ev.add_argument("--predictions", help="folder of probability maps named after the images")
     ev.add_argument("--output", default="evaluation", help="output folder (default: evaluation)")
@@ -224,17 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--app-dir", default="apps/iternet", help="app folder to create (default: apps/iternet)")
     app.add_argument("--bundle", help="bundle folder (default: the package's own, bundles/iternet in the repository)")
     app.add_argument("--studies", help="studies folder, shown in the printed start command")
-    app.add_argument("--port", type=int, default=8000)
+    app.add_argument(
+        "--port", type=int, default=8000, help="port in the printed start command (default: 8000, on this machine only)"
+    )
     app.set_defaults(func=_label_app)
 
     conv = commands.add_parser(
         "convert-studies",
         help="copy photographs as PNG for MONAI Label's datastore",
-        description="GIF, PPM, TIFF and BMP become RGB PNG; PNG and JPEG are copied.",
+        description="Copy every photograph of SOURCE into TARGET as a file MONAI Label's datastore lists: GIF, PPM, "
+        "TIFF and BMP become RGB PNG, PNG and JPEG are copied, each under a unique name, written atomically. Nothing "
+        "is written when a target file exists, unless --overwrite.",
     )
-    conv.add_argument("source")
-    conv.add_argument("target")
-    conv.add_argument("--overwrite", action="store_true")
+    conv.add_argument("source", help="folder of photographs (GIF, PPM, TIFF, BMP, PNG, JPEG)")
+    conv.add_argument("target", help="studies folder for MONAI Label (made if needed; --studies of label-app)")
+    conv.add_argument("--overwrite", action="store_true", help="replace files of the same names in target")
     conv.set_defaults(func=_convert_studies)
     return parser
 

@@ -8,10 +8,27 @@ error raised while a config item is built in its own ``RuntimeError``, which wou
 
 from __future__ import annotations
 
+import errno
+import logging
 import sys
+import threading
 from types import TracebackType
 
-__all__ = ["InputError", "flag", "find_input_error", "report_input_errors"]
+__all__ = [
+    "InputError",
+    "OutputError",
+    "DISK_ERRORS",
+    "flag",
+    "error_chain",
+    "disk_error",
+    "find_input_error",
+    "report_input_errors",
+]
+
+# The logger on which MONAI's StatsHandler logs an engine's error with its traceback.
+STATS_LOGGER = "monai.handlers.StatsHandler"
+# Errors of a write that say the disk cannot take the file, whatever the writer: full, over quota, too large, read-only.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 # How a true/false config key may be written on the command line.
 FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
@@ -19,6 +36,11 @@ FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, 
 
 class InputError(ValueError):
     """An input that cannot be used. The message names the file, folder or key and says what to do."""
+
+
+class OutputError(InputError):
+    """A file that cannot be written (no space left on the device, no permission, a read-only disk). The message
+    names the file and the cause; it is reported in one line as every :class:`InputError` is."""
 
 
 def flag(value: object, key: str) -> bool:
@@ -33,23 +55,49 @@ def flag(value: object, key: str) -> bool:
     return FLAG_WORDS[word]
 
 
-def find_input_error(error: BaseException | None) -> InputError | None:
-    """The :class:`InputError` in ``error``'s chain of causes (MONAI and ignite wrap errors), or None."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, InputError):
-            return error
-        seen.add(id(error))
+def error_chain(error: BaseException | None) -> list[BaseException]:
+    """``error`` and its causes, outermost first (MONAI and ignite wrap errors)."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
         error = error.__cause__ or error.__context__
-    return None
+    return chain
+
+
+def disk_error(error: BaseException | None) -> OSError | None:
+    """The OSError in ``error``'s chain that says the disk refused a write (:data:`DISK_ERRORS`), or None."""
+    return next((e for e in error_chain(error) if isinstance(e, OSError) and e.errno in DISK_ERRORS), None)
+
+
+def find_input_error(error: BaseException | None) -> InputError | None:
+    """The :class:`InputError` in ``error``'s chain of causes, else an :class:`OutputError` for a write the disk
+    refused anywhere in it (a library's own write: a full disk says so in one line too), or None."""
+    found = next((e for e in error_chain(error) if isinstance(e, InputError)), None)
+    refused = disk_error(error)
+    if found is None and refused is not None:
+        where = f" {refused.filename}" if refused.filename else ""
+        found = OutputError(f"cannot write{where}: {refused.strerror}")
+    return found
 
 
 def report_input_errors(prefix: str = "iternet") -> None:
-    """Make an uncaught error whose chain holds an :class:`InputError` print ``<prefix>: <message>`` alone on
-    stderr (exit status 1); any other error keeps its full traceback."""
+    """Make an uncaught error whose chain holds an :class:`InputError` (or a write the disk refused) print
+    ``<prefix>: <message>`` alone on stderr (exit status 1); any other error keeps its full traceback. Such an
+    error is not printed with its traceback where a library logs it on the way (MONAI's ``StatsHandler``) or where a
+    thread ends with it (TensorBoard's writer, which raises it again in the main thread at its next write)."""
     previous = sys.excepthook
     if getattr(previous, "reports_input_errors", False):
         return
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_without_input_error_traceback)
+    from monai.apps.utils import get_logger  # set up as StatsHandler sets it up, before it is made
+
+    get_logger(STATS_LOGGER).addFilter(_without_input_error_traceback)
+    previous_thread_hook = threading.excepthook
+
+    def thread_hook(arguments: threading.ExceptHookArgs) -> None:
+        if find_input_error(arguments.exc_value) is None:
+            previous_thread_hook(arguments)
 
     def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
         found = find_input_error(error)
@@ -60,3 +108,11 @@ def report_input_errors(prefix: str = "iternet") -> None:
 
     hook.reports_input_errors = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+    threading.excepthook = thread_hook
+
+
+def _without_input_error_traceback(record: logging.LogRecord) -> bool:
+    """A logging filter: keep the record, without the traceback of an input error it carries."""
+    if record.exc_info and find_input_error(record.exc_info[1]) is not None:
+        record.exc_info, record.exc_text = None, None
+    return True

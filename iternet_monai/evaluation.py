@@ -25,7 +25,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from tqdm import tqdm
 
 from .errors import InputError
-from .files import OUTPUT_TAGS, atomic_path, atomic_write_json, check_writable_folder, file_stem
+from .files import OUTPUT_TAGS, atomic_path, atomic_write_json, check_evaluation_folder, file_stem, remove_leftovers
 from .metrics import POOLED_METRICS, PixelAUCMetric, ThresholdMetric, protocol_metrics, protocol_rules
 from .transforms import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
 
@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 PROBABILITY_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
 # When an image has several maps of one name in different formats, the most precise one is read.
 FORMAT_PREFERENCE = (".nii.gz", ".nii", ".npy", ".tif", ".tiff", ".png")
-OUTPUT_FILES = ("metrics.json", "per_image.csv", "roc.png", "pr.png")
 COUNT_FIELDS = ("tp", "fp", "fn", "tn", "fov_pixels", "vessel_pixels")
 BINARY_NOTE = (
     "AUC and PR AUC of a binary map are those of its one operating point (a two-step curve), not a ranking of "
@@ -133,8 +132,12 @@ def _match(items: Sequence[dict], folder: Path) -> tuple[dict[str, Path], list[s
         if len(candidates) == 1 or (len(candidates) > 1 and _rank(candidates[0], stem) != _rank(candidates[1], stem)):
             found[item["image"]] = candidates[0]
         else:
-            what = "no map" if not candidates else f"several maps ({', '.join(p.name for p in candidates)})"
-            problems.append(f"{item['image']}: {what} in {folder}")
+            if candidates:
+                problems.append(f"{item['image']}: several maps ({', '.join(p.name for p in candidates)}) in {folder}")
+            else:
+                suffixes = ", ".join(s.lstrip(".") for s in PROBABILITY_SUFFIXES)
+                looked = f"{stem}.<ext> or {stem}_<anything>.<ext>, <ext> one of {suffixes}"
+                problems.append(f"{item['image']}: no map in {folder} (looked for {looked})")
     return found, problems
 
 
@@ -333,10 +336,7 @@ def evaluate(
     """Score every item's prediction against its label and write ``metrics.json``, ``per_image.csv``, ROC and PR
     curves and ``overlays/<stem>.png`` to ``output_dir``; returns the content of ``metrics.json``. ``source``
     describes the predictions (the maps read, or the model and the inference mode that ran)."""
-    output_dir = check_writable_folder(output_dir, "--output")
-    existing = [output_dir / n for n in OUTPUT_FILES if (output_dir / n).exists()]
-    if existing and not overwrite:
-        raise EvaluationError(f"{existing[0]} exists; choose another output folder or pass --overwrite")
+    output_dir = check_evaluation_folder(output_dir, overwrite)
     unlabelled = [item["image"] for item in items if "label" not in item]
     if unlabelled:
         raise EvaluationError("the datalist gives no label to evaluate against for:\n  " + "\n  ".join(unlabelled))
@@ -418,12 +418,25 @@ def evaluate(
 
 def _write_outputs(output_dir: Path, content: dict, overlays: dict[str, bytes], auc: PixelAUCMetric) -> None:
     """Overlays, per_image.csv and curves, each written atomically, then metrics.json last (an earlier run's
-    metrics.json is removed first, so the folder never pairs new files with an old summary)."""
-    (output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    metrics.json is removed first, so the folder never pairs new files with an old summary). The overlays of an
+    earlier evaluation's images that are not in this one, and the temporary files an interrupted evaluation left,
+    are removed: the folder holds this evaluation only."""
+    folder = output_dir / "overlays"
+    folder.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").unlink(missing_ok=True)
+    for leftover in remove_leftovers(output_dir) + remove_leftovers(folder):
+        logger.info(f"removed {leftover}, left by an interrupted write")
     for name, png in overlays.items():
-        with atomic_path(output_dir / "overlays" / f"{name}.png") as temporary:
+        with atomic_path(folder / f"{name}.png") as temporary:
             temporary.write_bytes(png)
+    stale = sorted(p for p in folder.glob("*.png") if p.stem not in overlays and not p.name.startswith("."))
+    for path in stale:
+        path.unlink()
+    if stale:
+        logger.info(
+            f"removed {len(stale)} overlay(s) of the earlier evaluation whose images are not in this one: "
+            + ", ".join(p.name for p in stale)
+        )
     fields = ["image", *content["pooled"], *COUNT_FIELDS, "fov_source"]
     with atomic_path(output_dir / "per_image.csv") as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")

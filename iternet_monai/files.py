@@ -12,9 +12,12 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from .errors import DISK_ERRORS, InputError, OutputError
 
 __all__ = [
     "PHOTO_SUFFIXES",
@@ -28,7 +31,10 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "atomic_write_json",
+    "remove_leftovers",
     "check_writable_folder",
+    "EVALUATION_FILES",
+    "check_evaluation_folder",
 ]
 
 # Photographs, labels and masks that Pillow reads.
@@ -74,20 +80,34 @@ def unique_names(paths: Sequence[str | Path]) -> list[str]:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so writers that pick the format from the name work);
     when the block succeeds it is flushed to disk and renamed onto ``path``, else removed. A reader never sees a
-    partial file under ``path``, and what was there stays until the new file is complete."""
+    partial file under ``path``, and what was there stays until the new file is complete.
+
+    A write the disk refuses (no space left, no permission, read-only) is an :class:`~iternet_monai.errors.OutputError`
+    naming ``path`` and the cause, whether the temporary file, the writer in the block, or the rename fails."""
     path = Path(path)
     suffix = file_suffix(path) or path.suffix
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
     os.close(handle)
     temporary = Path(name)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes the file owner-only; give it the mode a plain open() would
     try:
-        yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
+        try:
+            yield temporary
+        except OSError as err:
+            if err.errno not in DISK_ERRORS:
+                raise
+            raise OutputError(f"cannot write {path}: {err.strerror}") from err
+        try:
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(temporary, path)
+        except OSError as err:
+            raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -114,11 +134,24 @@ def atomic_write_json(path: str | Path, content: object) -> None:
     atomic_write_text(path, json.dumps(_strict_json(content), indent=1, allow_nan=False) + "\n")
 
 
+def remove_leftovers(folder: str | Path, quiet_seconds: float = 60.0) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_path` that a killed or crashed run left in ``folder``
+    (``.<name>.*.partial<suffix>``) and that nothing has written to for ``quiet_seconds`` (a run writing there now
+    keeps its own); returns the files removed."""
+    now, removed = time.time(), []
+    for leftover in Path(folder).glob(".*.partial*"):
+        try:
+            if leftover.is_file() and now - leftover.stat().st_mtime >= quiet_seconds:
+                leftover.unlink()
+                removed.append(leftover)
+        except FileNotFoundError:  # its run completed or removed it meanwhile
+            continue
+    return removed
+
+
 def check_writable_folder(folder: str | Path, what: str = "output folder") -> Path:
     """Refuse, before any work, a ``folder`` that is a file or that cannot be created or written in, with one
     line naming it (an ``InputError``). Nothing is created here."""
-    from .errors import InputError
-
     folder = Path(folder).expanduser()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
@@ -126,3 +159,18 @@ def check_writable_folder(folder: str | Path, what: str = "output folder") -> Pa
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{what} {folder} cannot be written: no permission to write in {existing}")
     return folder
+
+
+# What ``evaluate`` writes in its output folder, besides ``overlays/<stem>.png``.
+EVALUATION_FILES = ("metrics.json", "per_image.csv", "roc.png", "pr.png")
+
+
+def check_evaluation_folder(output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse (one line, an ``InputError``) an ``evaluate`` output folder that cannot be written, or that holds an
+    earlier evaluation's files unless ``overwrite``: checked before the model or the maps are loaded."""
+    output_dir = check_writable_folder(output_dir, "--output")
+    existing = [output_dir / name for name in EVALUATION_FILES if (output_dir / name).exists()]
+    existing += sorted(p for p in (output_dir / "overlays").glob("*.png") if not p.name.startswith("."))
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]} exists; choose another output folder or pass --overwrite")
+    return output_dir

@@ -19,7 +19,7 @@ from PIL import Image
 from .checkpoints import BUNDLE_DIR
 from .data import check_files, inference_items
 from .errors import flag
-from .files import OUTPUT_SUFFIXES, atomic_path, check_writable_folder, file_stem, unique_names
+from .files import OUTPUT_SUFFIXES, atomic_path, check_writable_folder, file_stem, remove_leftovers, unique_names
 
 __all__ = [
     "output_paths",
@@ -41,10 +41,11 @@ def output_paths(output_dir: str | Path, name: str, nifti: bool = False) -> dict
 
 class InferenceInputs:
     """What a run segments: the datalist's ``data_key`` list, every photograph in ``dataset_dir``, or, with neither,
-    the embedded sample. Every file is checked first (one line per unreadable or unusable file, or one above
-    ``max_pixels``; the others are
-    still segmented); each item gets a unique output ``name``; photographs that are this command's own outputs
-    (a folder segmented into itself) are left out; items whose outputs exist are skipped unless ``overwrite``.
+    the embedded sample. Every file is checked first (one line per unreadable or unusable file, one below
+    ``min_size`` pixels a side or one above ``max_pixels``; the others are still segmented); each item gets a unique
+    output ``name``; photographs that are this command's own outputs (a folder segmented into itself) are left out.
+    An item whose outputs all exist is skipped unless ``overwrite``; one with only some of them (a run that was
+    killed or ran out of disk) is segmented again, and the temporary files such a run left are removed.
     :meth:`report` ends the run with a non-zero exit when an input was bad."""
 
     def __init__(
@@ -56,27 +57,38 @@ class InferenceInputs:
         nifti: bool = False,
         overwrite: bool = False,
         max_pixels: int | None = None,
+        min_size: int | None = None,
     ) -> None:
         nifti, overwrite = flag(nifti, "nifti"), flag(overwrite, "overwrite")
         check_writable_folder(output_dir, "--output_dir")
+        for leftover in remove_leftovers(output_dir):
+            logger.info(f"removed {leftover}, left by an interrupted write")
         candidates = inference_items(dataset_dir, datalist, data_key)
         self.total = len(candidates)
         candidates = self._without_own_outputs(candidates)
-        good, self.problems = check_files(candidates, keys=("image",), max_pixels=max_pixels)
+        good, self.problems = check_files(candidates, keys=("image",), min_size=min_size, max_pixels=max_pixels)
         for problem in self.problems:
             logger.error(problem)
         names = unique_names([item["image"] for item in good])
         self.items: list[dict] = []
-        existing = []
+        existing, incomplete = [], []
         for item, name in zip(good, names):
-            if not overwrite and any(p.exists() for p in output_paths(output_dir, name, nifti).values()):
+            written = [p.exists() for p in output_paths(output_dir, name, nifti).values()]
+            if not overwrite and all(written):
                 existing.append(item["image"])
-            else:
-                self.items.append({"image": item["image"], "name": name})
+                continue
+            if not overwrite and any(written):
+                incomplete.append(name)
+            self.items.append({"image": item["image"], "name": name})
         if existing:
             logger.warning(
                 f"skipped {len(existing)} image(s) whose outputs exist in {output_dir} "
                 "(pass --overwrite true to replace them)"
+            )
+        if incomplete:
+            logger.warning(
+                f"segmenting {len(incomplete)} image(s) again whose outputs in {output_dir} are incomplete (an "
+                f"interrupted run): {', '.join(incomplete)}"
             )
 
     @staticmethod
@@ -164,7 +176,7 @@ class VesselMapWriter:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         paths = output_paths(self.output_dir, name, self.nifti)
         prob = torch.as_tensor(output["prob"]).float().squeeze(0).cpu().numpy()
-        mask = torch.as_tensor(output["pred"]).squeeze().cpu().numpy() > 0
+        mask = torch.as_tensor(output["pred"]).reshape(prob.shape).cpu().numpy() > 0
         photo = torch.as_tensor(output["image"]).float().cpu().numpy()
         _save_png(np.round(prob.T * 255).astype(np.uint8), paths["probability"])
         _save_png(mask.T.astype(np.uint8) * 255, paths["mask"])

@@ -33,6 +33,7 @@ from .files import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
+    check_writable_folder,
     file_stem,
     unique_names,
 )
@@ -88,8 +89,8 @@ def figure_path(output_dir: str | Path, stem: str) -> Path:
 
 def check_outputs(output_dir: str | Path, stems: Sequence[str], overwrite: bool = False) -> None:
     """Refuse (InputError naming the first file) when ``output_dir`` already holds an output of this command for
-    these images, unless ``overwrite``; creates the folders."""
-    output_dir = Path(output_dir)
+    these images, unless ``overwrite``, or when it cannot be written (a file, no permission); creates the folders."""
+    output_dir = check_writable_folder(output_dir, "--output")
     existing = [output_dir / name for name in TABLES] + [figure_path(output_dir, stem) for stem in stems]
     existing = [path for path in existing if path.exists()]
     if existing and not overwrite:

@@ -114,16 +114,19 @@ class RequirePhotod(MapTransform):
     """First step of the bundle's ``preprocessing``: a request MONAI Label cannot serve is refused before any work,
     with the HTTP status a client can act on instead of MONAI Label's generic 500: an image that does not exist
     (an unknown image id) 404, one above ``max_pixels`` 413 (read from the header: a 6000x6000 upload would hold a
-    CPU server for half an hour), one that is not a usable RGB photograph (:func:`~iternet_monai.data.check_files`)
-    415. MONAI Label calls the transforms directly, so FastAPI's HTTPException reaches the client; where FastAPI is
-    not installed (batch inference, which checks its files first) the error is an InputError.
+    CPU server for half an hour), one below ``min_size`` pixels a side or not a usable RGB photograph
+    (:func:`~iternet_monai.data.check_files`) 415. MONAI Label calls the transforms directly, so FastAPI's
+    HTTPException reaches the client; where FastAPI is not installed (batch inference, which checks its files
+    first) the error is an InputError.
 
     MONAI Label passes neither the id of an unknown image (it becomes ``''``) nor an upload's file name (it saves
     the upload as a temporary file), so the messages say "the requested image" and "the uploaded file" there."""
 
-    def __init__(self, keys: KeysCollection = "image", max_pixels: int | None = 4096 * 4096) -> None:
+    def __init__(
+        self, keys: KeysCollection = "image", max_pixels: int | None = 4096 * 4096, min_size: int = 16
+    ) -> None:
         super().__init__(keys)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.min_size = max_pixels, min_size
 
     @staticmethod
     def _refuse(status: int, message: str) -> Exception:
@@ -159,7 +162,7 @@ class RequirePhotod(MapTransform):
                 raise self._refuse(
                     413, f"{name} is {width}x{height} pixels, more than the limit of {self.max_pixels:,} (max_pixels)"
                 )
-            _, problems = check_files([{"image": str(path)}], ("image",))
+            _, problems = check_files([{"image": str(path)}], ("image",), min_size=self.min_size)
             if problems:
                 raise self._refuse(415, f"{name}: {problems[0].split(': ', 1)[1]}")
         return d

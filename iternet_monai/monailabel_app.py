@@ -12,7 +12,7 @@ do by itself, because MONAI Label gives a bundle no hook there:
 - training follows the shape of the weights it fine-tunes, skips bad labels with a warning naming each, validates
   the starting weights first so ``model.pt`` is replaced only by a better model on the same validation images (the
   bundle's training keeps the previous one as ``models/model_<its date>.pt``), fits minutes on a CPU, and reports
-  its progress to Slicer's progress bar (the bundle's ``train_stats.json``).
+  its progress to Slicer's progress bar (the latest run's ``eval/<run>/train_stats.json``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from . import __version__
 from .checkpoints import CheckpointError, read_weights
 from .data import check_files
 from .networks import iternet_shape
+from .training import latest_stats
 
 __all__ = ["BUNDLE_NAME", "LABELS", "VesselDatastore", "VesselInferTask", "VesselTrainTask", "IterNetApp"]
 
@@ -46,8 +47,9 @@ logger = logging.getLogger(__name__)
 BUNDLE_NAME = "iternet"
 # The values of the label map the bundle returns and trains on.
 LABELS = {"vessel": 1}
-# Where the bundle's training writes its progress (train.json's stats_file), which Slicer's progress bar reads.
-STATS_FILE = Path("eval") / "train_stats.json"
+# Where the bundle's training writes each run's folder, with its progress (train.json's output_dir and stats_file),
+# which Slicer's progress bar reads.
+RUNS_DIR = "eval"
 
 
 class VesselDatastore(LocalDatastore):
@@ -123,7 +125,9 @@ class VesselTrainTask(BundleTrainTask):
         return overrides
 
     def stats(self) -> dict[str, Any]:
-        path = Path(self.bundle_path) / STATS_FILE
+        path = latest_stats(Path(self.bundle_path) / RUNS_DIR)
+        if path is None:
+            return {}
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):

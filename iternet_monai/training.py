@@ -1,14 +1,17 @@
 """Training a user can trust: nothing lost on a kill, a resume that remembers, progress from the first second.
 
 A training is a *run* with a name (its start time, e.g. ``run-20250114-093012``): its resumable checkpoints go to
-``<ckpt_dir>/<run>/`` and its TensorBoard logs to ``<output_dir>/<run>/``, so runs never mix and an old run's
-checkpoint is never picked up by mistake. ``<ckpt_dir>/model.pt`` (best validation metric) and ``model_final.pt``
-(the last epoch) are the bundle's models; a new run keeps those of an earlier run as dated copies before it replaces
-them. Every file is written atomically and an outdated checkpoint is removed only after its successor is complete.
+``<ckpt_dir>/<run>/`` and its TensorBoard logs and ``train_stats.json`` to ``<output_dir>/<run>/``, so runs never
+mix and an old run's checkpoint is never picked up by mistake. ``<ckpt_dir>/model.pt`` (best validation metric) and
+``model_final.pt`` (the last epoch) are the bundle's models; a new run keeps those of an earlier run as dated copies
+before it replaces them, and a training holds ``<ckpt_dir>`` for itself while it runs, so a second training there
+is refused instead of replacing the first one's models. Every file is written atomically and an outdated
+checkpoint is removed only after its successor is complete.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
@@ -21,7 +24,7 @@ from collections.abc import Callable, Mapping, Sized
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import ignite.distributed as idist
 import numpy as np
@@ -32,8 +35,8 @@ from monai.data.utils import set_rnd, worker_init_fn
 from monai.handlers import CheckpointSaver, ValidationHandler
 
 from .checkpoints import CheckpointError, describe_weights, read_checkpoint, save_atomic
-from .errors import InputError, flag
-from .files import atomic_write_json
+from .errors import InputError, OutputError, disk_error, error_chain, flag
+from .files import atomic_write_json, check_writable_folder, remove_leftovers
 from .handlers import engine_loss
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
     "TrainingRun",
     "TrainingValidation",
     "TrainingProgress",
+    "STATS_FILE",
+    "latest_stats",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +59,21 @@ logger = logging.getLogger(__name__)
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Objects a resumable checkpoint must hold; the others (best model, checkpointer, run) are restored when present.
 REQUIRED_STATE = ("model", "optimizer", "trainer")
+# The file in <ckpt_dir> whose lock a running training holds, naming the run and its process.
+LOCK_FILE = ".training.lock"
+# A run's schedule and progress (TrainingProgress), in its own folder <output_dir>/<run>/.
+STATS_FILE = "train_stats.json"
+
+
+def latest_stats(output_dir: str | Path) -> Path | None:
+    """The ``train_stats.json`` of the run in ``output_dir`` that wrote last, or None before any run wrote one."""
+    found = []
+    for path in Path(output_dir).glob(f"*/{STATS_FILE}"):
+        try:
+            found.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue
+    return max(found)[1] if found else None
 
 
 def default_num_workers(device: torch.device | str = "cpu", cache_device: torch.device | str = "cpu") -> int:
@@ -232,11 +252,14 @@ class TrainingRun:
                     f"{self.resume}: not a training checkpoint (no {', '.join(missing)}); --resume takes a "
                     "checkpoint_iteration=N.pt of a run (network weights alone cannot continue a training)"
                 )
+        check_writable_folder(self.ckpt_dir, "--ckpt_dir")
+        check_writable_folder(self.output_dir, "--output_dir")
         self.name = self._choose_name(name)
         # training time and patches over every session of the run, kept in its checkpoints: what the weights cost
         earlier = (self._resumed_state or {}).get("run", {})
         self.seconds, self.patches = float(earlier.get("seconds", 0.0)), int(earlier.get("patches", 0))
         self._session_start: float | None = None
+        self._lock = self._hold_ckpt_dir() if _is_main_process() else None
         self.stop_signal: int | None = None
         self.checkpointer: Checkpoint | None = None
         self._last_save = time.monotonic()
@@ -265,6 +288,43 @@ class TrainingRun:
                 number += 1
                 name = f"{base}-{number}"
         return str(idist.broadcast(name, src=0)) if idist.get_world_size() > 1 else name
+
+    def _hold_ckpt_dir(self) -> IO[str]:
+        """Lock ``<ckpt_dir>`` for this run (``fcntl.flock`` on its lock file, released when the run ends or its
+        process dies, however it dies, so a lock file a killed training left is simply taken over), or refuse in
+        one line naming the training that holds it: two trainings there would replace each other's models."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path = self.ckpt_dir / LOCK_FILE
+        while True:
+            handle = open(path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise InputError(
+                    f"{self.ckpt_dir} is in use by another training ({holder}): wait until it ends, or pass another "
+                    "--ckpt_dir (and --output_dir)"
+                ) from None
+            try:
+                if os.path.samestat(os.fstat(handle.fileno()), path.stat()):
+                    break
+            except FileNotFoundError:
+                pass
+            handle.close()  # its holder removed the file as we opened it: lock the new one
+        handle.truncate(0)
+        handle.write(f"run {self.name}, process {os.getpid()}\n")
+        handle.flush()
+        return handle
+
+    def release(self) -> None:
+        """Give up the lock of ``<ckpt_dir>`` and remove its file (the end of :meth:`run` does; a process that ends
+        releases the lock too)."""
+        if self._lock is not None:
+            Path(self._lock.name).unlink(missing_ok=True)
+            self._lock.close()
+            self._lock = None
 
     def _holds_outputs(self, name: str) -> bool:
         return any(
@@ -307,8 +367,8 @@ class TrainingRun:
         logger.info("loading the images (a progress bar per dataset follows) ...")
 
     def _keep_earlier_outputs(self) -> None:
-        """A new run keeps an earlier run's models as dated copies; a resumed run removes the temporary file an
-        interrupted checkpoint write left."""
+        """A new run keeps an earlier run's models as dated copies; the temporary files an interrupted write left
+        are removed (no other training writes there: this one holds the lock)."""
         if not _is_main_process():
             return
         if self.resume is None:
@@ -316,14 +376,20 @@ class TrainingRun:
                 if (self.ckpt_dir / product).is_file():
                     kept = _dated_copy(self.ckpt_dir / product)
                     logger.info(f"{self.ckpt_dir / product} of an earlier training is kept as {kept}")
-        for leftover in self.checkpoint_dir.glob(".*.partial*"):
-            leftover.unlink(missing_ok=True)
-            logger.info(f"removed {leftover}, left by an interrupted checkpoint write")
+        for leftover in remove_leftovers(self.ckpt_dir, 0) + remove_leftovers(self.checkpoint_dir, 0):
+            logger.info(f"removed {leftover}, left by an interrupted write")
 
     def run(self, trainer: Engine, state: dict[str, Any]) -> None:
         """Run ``trainer`` with resumable checkpoints of ``state`` (name -> object with ``state_dict``, e.g. the
         network, optimizer, trainer and best-model saver), restoring them first when resuming. Raises
-        ``SystemExit(128 + signal)`` after a run stopped by SIGINT/SIGTERM, having saved its checkpoint."""
+        ``SystemExit(128 + signal)`` after a run stopped by SIGINT/SIGTERM, having saved its checkpoint. The lock of
+        ``<ckpt_dir>`` is released at the end, whatever the outcome."""
+        try:
+            self._run(trainer, state)
+        finally:
+            self.release()
+
+    def _run(self, trainer: Engine, state: dict[str, Any]) -> None:
         if getattr(trainer, "amp_kwargs", {}).get("dtype") == torch.bfloat16 and getattr(trainer, "scaler", None):
             # bf16 needs no loss scaling, and GradScaler's inf check waits for the GPU at every step
             trainer.scaler = torch.amp.GradScaler("cuda", enabled=False)
@@ -351,6 +417,10 @@ class TrainingRun:
         try:
             trainer.run()
         except Exception as error:
+            refused = disk_error(error)  # a library's write (TensorBoard's) names no file: name the run's folders
+            named = any(isinstance(e, InputError) for e in error_chain(error))
+            if self.stop_signal is None and refused is not None and not named:
+                raise OutputError(f"cannot write in {self.ckpt_dir} or {self.log_dir}: {refused.strerror}") from error
             if self.stop_signal is None:
                 raise
             # A signal sent to the whole process group (a batch system's SIGTERM) also ends the data loader's

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 from test_bundle import bundle, two_drive_images
 
 from iternet_monai.cli import main as cli
+from iternet_monai.errors import InputError
 from iternet_monai.evaluation import EvaluationError, read_probability_map
 from iternet_monai.metrics import protocol_metrics
 from iternet_monai.networks import IterNet
@@ -109,7 +111,10 @@ def test_every_bad_map_is_named_before_scoring(drive, tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "iternet-monai: 5 image(s) have no usable probability map; nothing was scored:"
     assert len(lines) == 6
-    assert lines[1].endswith(f"05_test.tif: no map in {maps}")
+    assert lines[1].endswith(
+        f"05_test.tif: no map in {maps} (looked for 05_test.<ext> or 05_test_<anything>.<ext>, <ext> one of png, "
+        "tif, tiff, npy, nii, nii.gz)"
+    )
     assert "01_test_prob.npy: the map is 560x500 (HxW) but its image 01_test.tif is 584x565" in lines[2]
     assert "02_test_prob.npy: the probability map contains NaN values" in lines[3]
     assert "03_test_prob.npy: the probability map contains infinite values" in lines[4]
@@ -251,6 +256,32 @@ def test_a_failure_mid_run_leaves_no_output_that_looks_complete(drive, tmp_path)
         run_evaluation(items, predictor, tmp_path / "out", overwrite=True)
     assert (tmp_path / "out" / "metrics.json").read_text() == before
     assert sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir()) == ["01_test.png"]
+
+
+def test_an_overwritten_evaluation_holds_only_its_own_overlays_and_no_leftovers(drive, tmp_path):
+    """--overwrite with fewer images removes the overlays of the images no longer evaluated (the folder would
+    otherwise mix two evaluations) and the temporary files an interrupted evaluation left; overlays alone (a killed
+    evaluation) are an earlier evaluation's outputs too."""
+    from iternet_monai.data import load_datalist
+    from iternet_monai.evaluation import evaluate as run_evaluation
+
+    items = load_datalist(drive_datalist(drive, tmp_path, ("01_test", "02_test")), drive, "testing")
+    out = tmp_path / "out"
+
+    def predictor(data):
+        return np.zeros(data["label"].shape[1:])
+
+    run_evaluation(items, predictor, out)
+    leftover = out / "overlays" / ".02_test.png.a1b2.partial.png"
+    leftover.write_bytes(b"half a png")
+    os.utime(leftover, (1, 1))
+    for name in ("metrics.json", "per_image.csv", "roc.png", "pr.png"):
+        (out / name).unlink()
+    with pytest.raises(InputError, match="01_test.png exists; choose another output folder or pass --overwrite"):
+        run_evaluation(items[:1], predictor, out)
+    run_evaluation(items[:1], predictor, out, overwrite=True)
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["01_test.png"]
+    assert json.loads((out / "metrics.json").read_text())["protocol"]["images"] == 1
 
 
 def test_model_evaluation_records_the_inference_mode_that_ran(drive, tmp_path):

@@ -16,6 +16,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from gpu_run import TRAINING_ATTEMPTS, Job, training_command  # noqa: E402
 
 from iternet_monai.checkpoints import iternet_for_weights  # noqa: E402
+from iternet_monai.training import latest_stats  # noqa: E402
 
 
 @pytest.mark.slow
@@ -134,5 +135,5 @@ def test_the_gpu_thread_loading_trains(drive, tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "bundle" / "models" / "model.pt").is_file()
-    stats = json.loads((tmp_path / "bundle" / "eval" / "train_stats.json").read_text())
+    stats = json.loads(latest_stats(tmp_path / "bundle" / "eval").read_text())
     assert stats["epoch"] == stats["total_epochs"] == 2

@@ -198,6 +198,45 @@ def test_a_folder_segmented_into_itself_leaves_its_outputs_out_and_existing_outp
     assert sorted(item["name"] for item in inputs.items) == ["a", "b", "unrelated_mask"]
 
 
+def test_an_image_with_only_some_of_its_outputs_is_segmented_again_and_leftovers_are_removed(tmp_path):
+    """A killed run (or a full disk) leaves an image with only its _prob.png, and temporary files: a rerun redoes
+    that image, skips the complete one and removes temporary files nothing writes to any more."""
+    image, _ = fundus_like(48, 64)
+    for name in ("done.png", "half.png"):
+        write_image(tmp_path / "in" / name, image)
+    out = tmp_path / "out"
+    for tag in ("_prob", "_mask", "_overlay"):
+        write_image(out / f"done{tag}.png", image)
+    write_image(out / "half_prob.png", image[..., 0])
+    old, fresh = out / ".half_mask.png.k2j3.partial.png", out / ".half_overlay.png.x8s1.partial.png"
+    old.write_bytes(b"half a png")
+    fresh.write_bytes(b"being written now")
+    os.utime(old, (1, 1))
+    inputs = InferenceInputs(tmp_path / "in", out)
+    assert [item["name"] for item in inputs.items] == ["half"]
+    assert not old.exists() and fresh.exists()
+    run_inference(
+        dataset_dir=str(tmp_path / "in"), output_dir=str(out), allow_untrained=True, **{"network_def#features": 4}
+    )
+    assert Image.open(out / "half_mask.png").size == Image.open(out / "half_overlay.png").size == (64, 48)
+    assert np.asarray(Image.open(out / "done_mask.png")).shape == (48, 64, 3)  # complete: kept as it was
+
+
+def test_a_photograph_below_the_minimum_size_is_one_line_and_the_others_are_segmented(tmp_path):
+    image, _ = fundus_like(48, 64)
+    write_image(tmp_path / "in" / "a.png", image[:1, :1])
+    write_image(tmp_path / "in" / "b.png", image)
+    out = tmp_path / "out"
+    result = bundle(
+        "run", "--config_file", INFERENCE, "--dataset_dir", str(tmp_path / "in"), "--output_dir", str(out),
+        "--allow_untrained", "true", "--network_def#features", "4",
+    )  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "1 of 2 image(s) could not be segmented" in result.stderr
+    assert f"{tmp_path / 'in' / 'a.png'}: 1x1 pixels, smaller than the 16x16 needed" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["b_mask.png", "b_overlay.png", "b_prob.png"]
+
+
 @pytest.fixture
 def small_weights(tmp_path):
     """float16 weights of a small IterNet, as the shipped model.pt is stored."""

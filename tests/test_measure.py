@@ -128,3 +128,14 @@ def test_measure_a_datalists_labels_as_the_renamed_folders_would(drive, tmp_path
     assert main([*common, "--data-key", "unlabelled", "--output", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.strip().endswith("has a label to measure")
     assert main([*common, "--masks", str(folders["labels"]), "--output", str(tmp_path / "both")]) == 2
+
+
+def test_an_output_that_cannot_be_a_folder_is_one_line(tmp_path, capsys):
+    _, label = fundus_like(48, 64)
+    write_image(tmp_path / "masks" / "a_mask.png", label)
+    (tmp_path / "taken").write_text("a file where the output folder would go")
+    for output in (tmp_path / "taken", tmp_path / "taken" / "measured"):
+        assert main(["measure", "--masks", str(tmp_path / "masks"), "--output", str(output)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"iternet-monai: --output {output} cannot be made: {tmp_path / 'taken'} is a file"
+        ]

@@ -113,7 +113,7 @@ def test_sigterm_mid_epoch_saves_that_step_and_the_resume_does_not_repeat_patche
         synthetic_run(tmp_path, epochs=2, hook=signal_at(3))
     assert stopped.value.code == 128 + signal.SIGTERM
     assert {signum: signal.getsignal(signum) for signum in handlers} == handlers  # given back
-    folder = next((tmp_path / "models").iterdir())
+    folder = next(p for p in (tmp_path / "models").iterdir() if p.is_dir())
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint_iteration=3.pt"]  # no step lost
     assert read_checkpoint(folder / "checkpoint_iteration=3.pt")["trainer"]["iteration"] == 3
     run, _, seen = synthetic_run(tmp_path, epochs=2, resume=folder / "checkpoint_iteration=3.pt")
@@ -136,12 +136,12 @@ from test_training import synthetic_run
 DIE_WHILE_SAVING = """
 real_save = torch.save
 
-def save_then_die(content, path, *args, **kwargs):
-    if "checkpoint_iteration=6" in str(path):  # half the file, then SIGKILL: nothing after this runs
-        with open(path, "wb") as handle:
-            handle.write(b"PK the first bytes of a checkpoint")
+def save_then_die(content, handle, *args, **kwargs):
+    if "checkpoint_iteration=6" in handle.name:  # half the file, then SIGKILL: nothing after this runs
+        handle.write(b"PK the first bytes of a checkpoint")
+        handle.flush()
         os.kill(os.getpid(), signal.SIGKILL)
-    real_save(content, path, *args, **kwargs)
+    real_save(content, handle, *args, **kwargs)
 
 torch.save = save_then_die
 synthetic_run(Path(sys.argv[1]), epochs=2, checkpoint_steps=3)
@@ -175,7 +175,7 @@ def test_a_second_signal_ends_the_process_at_once(tmp_path):
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_the_resume_works(tmp_path):
     result = run_script(DIE_WHILE_SAVING, tmp_path)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-3000:]
-    folder = next((tmp_path / "models").iterdir())
+    folder = next(p for p in (tmp_path / "models").iterdir() if p.is_dir())
     names = sorted(p.name for p in folder.iterdir())
     assert "checkpoint_iteration=3.pt" in names and "checkpoint_iteration=6.pt" not in names, names
     assert [n for n in names if n.startswith(".checkpoint_iteration=6.pt.") and ".partial" in n], names
@@ -195,6 +195,58 @@ def test_new_runs_in_one_folder_get_their_own_folders_and_a_named_one_is_not_reu
         TrainingRun(tmp_path / "models", tmp_path / "eval", name=first.name)
     with pytest.raises(InputError, match="run_name"):
         TrainingRun(tmp_path / "models", tmp_path / "eval", name="../elsewhere")
+
+
+def test_a_second_training_in_the_same_models_folder_is_refused_until_the_first_ends(tmp_path):
+    """Two trainings with one run name, or two automatic names started in the same second, would replace each
+    other's checkpoints and model.pt: the second is refused in one line naming the first. A lock left by a killed
+    training is taken over."""
+    models = tmp_path / "models"
+    first = TrainingRun(models, tmp_path / "eval", name="same")
+    for name in ("same", None):
+        with pytest.raises(InputError) as refused:
+            TrainingRun(models, tmp_path / "eval", name=name)
+        assert str(refused.value) == (
+            f"{models} is in use by another training (run same, process {os.getpid()}): wait until it ends, or pass "
+            "another --ckpt_dir (and --output_dir)"
+        )
+    first.release()
+    TrainingRun(models, tmp_path / "eval", name="same").release()
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_HOLDING, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
+    assert (models / ".training.lock").read_text().startswith("run killed, process ")
+    TrainingRun(models, tmp_path / "eval", name="next").release()
+
+
+KILLED_WHILE_HOLDING = """
+import os, signal, sys
+from pathlib import Path
+from iternet_monai.training import TrainingRun
+run = TrainingRun(Path(sys.argv[1]) / "models", Path(sys.argv[1]) / "eval", name="killed")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_every_run_writes_its_own_train_stats_and_the_latest_is_found(tmp_path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles/iternet/configs/train.json"))
+    parser.update({"bundle_root": str(tmp_path), "run_name": "first"})
+    parser.parse()
+    assert parser.get_parsed_content("stats_file") == str(tmp_path / "eval" / "first" / "train_stats.json")
+    parser.get_parsed_content("training_run").release()
+    assert training.latest_stats(tmp_path / "eval") is None
+    for age, run in ((100, "first"), (0, "second")):
+        (tmp_path / "eval" / run).mkdir(parents=True)
+        (tmp_path / "eval" / run / "train_stats.json").write_text("{}")
+        os.utime(tmp_path / "eval" / run / "train_stats.json", (1e9 - age, 1e9 - age))
+    assert training.latest_stats(tmp_path / "eval") == tmp_path / "eval" / "second" / "train_stats.json"
 
 
 def test_a_bad_checkpoint_to_resume_fails_in_one_line_naming_it(tmp_path):
