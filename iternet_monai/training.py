@@ -63,6 +63,8 @@ REQUIRED_STATE = ("model", "optimizer", "trainer")
 LOCK_FILE = ".training.lock"
 # A run's schedule and progress (TrainingProgress), in its own folder <output_dir>/<run>/.
 STATS_FILE = "train_stats.json"
+# train.json with the CPU training recipe merged over it, as the log names it
+CPU_RECIPE = "\"['bundles/iternet/configs/train.json','bundles/iternet/configs/train_cpu.json']\""
 
 
 def latest_stats(output_dir: str | Path) -> Path | None:
@@ -710,10 +712,13 @@ class TrainingProgress:
             f"speed on this {self.device}: {_duration(per_step)} per step{rate}; the "
             f"{self.total - engine.state.iteration} steps left take about {_duration(whole)}, plus validation"
         )
-        if whole > 3600 and self.device == "cpu":
+        if self.budget is not None and whole > self.budget:
+            message += f"; the time budget of {_duration(self.budget)} trains the epochs that fit"
+        elif whole > 3600 and self.device == "cpu":
             message += (
-                ". That is hours on a CPU: a GPU trains this schedule in minutes (docs/benchmarks.md), "
-                "or shorten it with --epochs"
+                ". That is hours on a CPU: a GPU trains this schedule in minutes (docs/benchmarks.md); on a CPU the "
+                f"CPU recipe trains a width-8 IterNet in hours (docs/results.md): --config_file {CPU_RECIPE}; "
+                "or shorten it with --epochs or --time_budget_minutes"
             )
         logger.info(message)
 

@@ -288,6 +288,7 @@ def test_progress_from_the_first_step_with_an_estimate_and_the_advice_for_hours(
         synthetic_run(tmp_path / "slow", epochs=2, hook=attach_progress)
     estimate = [r.getMessage() for r in caplog.records if r.getMessage().startswith("speed on this cpu")]
     assert len(estimate) == 1 and "That is hours on a CPU: a GPU trains this schedule in minutes" in estimate[0]
+    assert "configs/train_cpu.json" in estimate[0]  # the CPU recipe, named where a CPU user needs it
 
 
 @pytest.mark.parametrize(
