@@ -188,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the bundle's, 256)")
     ev.add_argument("--tta", action="store_true", help="with --ckpt: flip averaging (4 passes; see inference)")
     ev.add_argument(
-        "--backend", choices=("pytorch", "onnxruntime"), default="pytorch", help="with --ckpt: onnxruntime on a CPU"
+        "--backend",
+        choices=("auto", "pytorch", "onnxruntime"),
+        default="auto",
+        help="with --ckpt: auto = ONNX Runtime on a CPU where it is installed, PyTorch otherwise",
     )
     ev.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     ev.set_defaults(func=_evaluate)

@@ -8,6 +8,7 @@ batch of windows instead of per window.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import math
 import os
@@ -34,13 +35,14 @@ __all__ = [
     "BatchedSlidingWindowInferer",
     "FlipAveragingInferer",
     "resolve_mode",
+    "resolve_backend",
     "make_inferer",
     "sliding_window_count",
 ]
 
 logger = logging.getLogger(__name__)
 INFERENCE_MODES = ("auto", "sliding_window", "whole_image")
-BACKENDS = ("pytorch", "onnxruntime")
+BACKENDS = ("auto", "pytorch", "onnxruntime")
 STITCHINGS = ("batched", "monai")
 
 
@@ -236,9 +238,10 @@ def sliding_window_count(height: int, width: int, roi: int = 128, overlap: float
 
 
 class OnnxRuntimeNetwork(torch.nn.Module):
-    """``network`` run by ONNX Runtime on the CPU, the opt-in ``backend="onnxruntime"`` (faster than PyTorch on
-    the 2-core development CPU: docs/benchmarks.md). The ONNX file is exported once per weights with MONAI's
-    ``convert_to_onnx`` (height and width dynamic) and kept in ``cache_dir``."""
+    """``network`` run by ONNX Runtime on the CPU: ``backend="onnxruntime"``, and ``auto``'s choice on a CPU where
+    ONNX Runtime is installed (faster than PyTorch there, same output within 1e-4: docs/benchmarks.md). The ONNX
+    file is exported once per weights with MONAI's ``convert_to_onnx`` (height and width dynamic) and kept in
+    ``cache_dir``."""
 
     def __init__(self, network: torch.nn.Module, cache_dir: str | Path | None = None) -> None:
         super().__init__()
@@ -279,15 +282,23 @@ class OnnxRuntimeNetwork(torch.nn.Module):
         return torch.from_numpy(self.session.run(None, {"image": image})[0])
 
 
-def prepare_network(
-    network: torch.nn.Module, device: torch.device | str = "cpu", backend: str = "pytorch", compile: bool = False
-) -> torch.nn.Module:
-    """``network`` ready for inference on ``device``: eval mode, channels-last (1.5x faster convolutions on a CPU,
-    and what cuDNN's fastest kernels want), optionally compiled with ``torch.compile``; or, with
-    ``backend="onnxruntime"`` (CPU only), run by :class:`OnnxRuntimeNetwork`."""
+def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
+    """``auto``: ONNX Runtime on a CPU where it is installed (the ``onnx`` extra), PyTorch otherwise."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    network, compile = network.eval(), flag(compile, "compile")
+    if backend != "auto":
+        return backend
+    on_cpu = torch.device(device).type == "cpu"
+    return "onnxruntime" if on_cpu and importlib.util.find_spec("onnxruntime") is not None else "pytorch"
+
+
+def prepare_network(
+    network: torch.nn.Module, device: torch.device | str = "cpu", backend: str = "auto", compile: bool = False
+) -> torch.nn.Module:
+    """``network`` ready for inference on ``device``: eval mode, channels-last (1.5x faster convolutions on a CPU,
+    and what cuDNN's fastest kernels want), optionally compiled with ``torch.compile``; or, with the ``onnxruntime``
+    backend (CPU only; ``auto`` picks it on a CPU where it is installed), run by :class:`OnnxRuntimeNetwork`."""
+    network, compile, backend = network.eval(), flag(compile, "compile"), resolve_backend(backend, device)
     if backend == "onnxruntime":
         if torch.device(device).type != "cpu":
             raise InputError(f"backend onnxruntime runs on the CPU only; got device {device}")

@@ -77,3 +77,17 @@ def test_onnxruntime_backend_gives_the_pytorch_output_and_exports_once(weights_a
     assert exported.stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="runs on the CPU only"):
         prepare_network(network, "cuda", backend="onnxruntime")
+
+
+def test_auto_backend_is_onnxruntime_on_a_cpu_where_installed_and_pytorch_on_a_gpu(monkeypatch):
+    import importlib.util
+
+    from iternet_monai.inferers import resolve_backend
+
+    assert resolve_backend("auto", "cpu") == "onnxruntime"  # the test extra installs it
+    assert resolve_backend("auto", "cuda") == resolve_backend("pytorch", "cpu") == "pytorch"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
+    assert resolve_backend("auto", "cpu") == "pytorch"
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        resolve_backend("tensorrt")

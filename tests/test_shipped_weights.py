@@ -45,3 +45,22 @@ def test_shipped_weights_segment_two_test_images_as_well_as_when_shipped(file, t
     scores = json.loads((tmp_path / "scores" / "metrics.json").read_text())
     assert scores["protocol"]["images"] == len(check["images"]) == 2
     assert scores["pooled"]["auc"] >= check["auc"] - TOLERANCE, (file, scores["pooled"]["auc"], check["auc"])
+
+
+@pytest.mark.parametrize("file", sorted(SHIPPED))
+def test_onnxruntime_gives_pytorchs_output_with_the_shipped_weights(file, drive, tmp_path):
+    """The CPU default (ONNX Runtime) may only be faster, not different: within 1e-4 of PyTorch on a DRIVE photo."""
+    import torch
+    from monai.transforms import Compose
+
+    from iternet_monai.checkpoints import iternet_for_weights
+    from iternet_monai.inferers import OnnxRuntimeNetwork
+    from iternet_monai.transforms import fundus_loading
+
+    image = Compose(fundus_loading(["image"]))({"image": str(drive / "test" / "images" / "01_test.tif")})["image"]
+    photo = torch.nn.functional.pad(image[None].as_tensor(), (0, -584 % 16, 0, -565 % 16))
+    network = iternet_for_weights(BUNDLE / file).eval()
+    with torch.no_grad():
+        eager = network(photo)
+    runtime = OnnxRuntimeNetwork(network, cache_dir=tmp_path)(photo)
+    assert (runtime - eager).abs().max() < 1e-4
