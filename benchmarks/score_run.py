@@ -67,6 +67,7 @@ def main() -> int:
     parser.add_argument("--run", required=True, help="the run's name (its checkpoint folder in --models-dir)")
     parser.add_argument("--dataset", choices=sorted(PAPER), required=True)
     parser.add_argument("--dataset-dir", type=Path, required=True)
+    parser.add_argument("--datalist", help="datalist whose testing list is scored (default: the dataset's built-in)")
     parser.add_argument("--training-command", required=True, help="the command that trained it, as run")
     parser.add_argument("--curve", type=Path, help="the run's learning curve (benchmarks/learning_curve.py)")
     parser.add_argument("--device-name", default=None, help="the training device, as it should be named")
@@ -74,6 +75,7 @@ def main() -> int:
     import torch
 
     out = args.out_dir
+    datalist = args.datalist or args.dataset
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     results = {
@@ -93,14 +95,14 @@ def main() -> int:
         maps = Path(temporary) / "maps"
         inference = [
             sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundles/iternet/configs/inference.json",
-            "--dataset_dir", str(args.dataset_dir), "--datalist", args.dataset, "--ckpt_path",
+            "--dataset_dir", str(args.dataset_dir), "--datalist", datalist, "--ckpt_path",
             str(out / "model_fp16.pt"), "--mode", "whole_image", "--nifti", "true", "--output_dir", str(maps),
         ]  # fmt: skip
         results["commands"]["inference"] = " ".join(inference[1:])
         subprocess.run(inference, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         for variant in VARIANTS:
             output = Path(temporary) / f"eval_{variant}"
-            command = evaluate_command(args.dataset, args.dataset_dir, maps, output, variant, args.dataset)
+            command = evaluate_command(datalist, args.dataset_dir, maps, output, variant, args.dataset)
             subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
             metrics[f"whole_{variant}"] = json.loads((output / "metrics.json").read_text())
         check = weights_check(out / "model_fp16.pt", args.dataset, args.dataset_dir, Path(temporary))
