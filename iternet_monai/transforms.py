@@ -10,7 +10,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, NibabelReader, PILReader
+from monai.data import ImageReader, MetaTensor, NibabelReader, PILReader
 from monai.transforms import (
     EnsureChannelFirstd,
     LoadImaged,
@@ -29,6 +29,7 @@ __all__ = [
     "label_values",
     "LabelValuesd",
     "DropSingletonDepthd",
+    "LoadLabelsd",
     "FieldOfViewd",
     "derive_field_of_view",
     "RandSaturationd",
@@ -306,6 +307,24 @@ class DropSingletonDepthd(MapTransform):
         return d
 
 
+class LoadLabelsd(LoadImaged):
+    """Load labels and FoV masks with the reader their file name calls for: NIfTI (``.nii``, ``.nii.gz``, as 3D
+    Slicer writes a labelmap) with Nibabel, any other file as a picture with PIL, as grey levels (:func:`to_gray`).
+    Ours because MONAI's ``LoadImaged`` given both readers tries them in turn, Nibabel first on every GIF and PNG,
+    and logs an "unable to load" line for each file that then loads fine."""
+
+    def __init__(self, keys: KeysCollection = ("label", "mask")) -> None:
+        self.picture, self.nifti = PILReader(converter=to_gray), NibabelReader()
+        super().__init__(keys, reader=self.picture, image_only=True, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping, reader: ImageReader | None = None) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            chosen = reader or (self.nifti if self.nifti.verify_suffix(str(d[key])) else self.picture)
+            d.update(super().__call__({key: d[key]}, chosen))
+        return d
+
+
 def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
     """The one loading pipeline of every config and command: PIL reads photographs (palette, RGBA handled), labels
     and masks are read from images (palette GIFs, 1-bit PNGs) or 2-D NIfTI (as 3D Slicer writes them), then
@@ -314,8 +333,7 @@ def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
     others = [k for k in keys if k != "image"]
     steps: list = [LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True)]
     if others:
-        readers = [PILReader(converter=to_gray), NibabelReader()]
-        steps.append(LoadImaged(others, reader=readers, image_only=True, allow_missing_keys=True))
+        steps.append(LoadLabelsd(others))
     steps.append(EnsureChannelFirstd(list(keys), allow_missing_keys=True))
     if others:
         steps.append(DropSingletonDepthd(others))
