@@ -48,12 +48,22 @@ STITCHINGS = ("batched", "monai")
 class WholeImageInferer(Inferer):
     """Run the network once on the whole image, zero-padded at the bottom and right to a multiple of ``divisor``,
     and crop the output back (channels-last, which speeds up convolutions). Images above ``max_pixels`` are run in
-    overlapping ``tile``-sized windows blended with Gaussian weights, so memory stays bounded whatever their size."""
+    overlapping ``tile``-sized windows blended with Gaussian weights, so memory stays bounded whatever their size;
+    with ``progress``, MONAI's bar then counts the tiles."""
 
-    def __init__(self, divisor: int = 16, max_pixels: int = 2048 * 2048, tile: int = 1024, sw_batch_size: int = 1):
+    def __init__(
+        self,
+        divisor: int = 16,
+        max_pixels: int = 2048 * 2048,
+        tile: int = 1024,
+        sw_batch_size: int = 1,
+        progress: bool = False,
+    ) -> None:
         super().__init__()
         self.divisor, self.max_pixels = divisor, max_pixels
-        self.tiled = SlidingWindowInferer((tile, tile), sw_batch_size, overlap=0.125, mode="gaussian")
+        self.tiled = SlidingWindowInferer(
+            (tile, tile), sw_batch_size, overlap=0.125, mode="gaussian", progress=progress
+        )
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> Any:
         height, width = inputs.shape[-2:]
@@ -222,7 +232,7 @@ def make_inferer(
     flips = ", flip averaging (4 passes)" if tta else ""
     if mode == "whole_image":
         logger.info(f"inference mode: whole_image (one pass per image, padded to a multiple of 16){flips}")
-        inferer: Inferer = WholeImageInferer()
+        inferer: Inferer = WholeImageInferer(progress=True)
     else:
         stride = max(1, int(roi_size[0] * (1 - overlap)))
         logger.info(

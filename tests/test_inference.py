@@ -458,3 +458,10 @@ def test_sliding_window_progress_counts_the_windows(capsys):
     inferer = BatchedSlidingWindowInferer((128, 128), sw_batch_size=3, overlap=0.5, mode="constant", progress=True)
     inferer(torch.rand(1, 3, 200, 200), network)
     assert ["0/9" in network.seen[0], "3/9" in network.seen[1], "6/9" in network.seen[2]] == [True] * 3, network.seen
+
+
+def test_a_photograph_too_large_for_one_pass_shows_its_tiles_as_they_are_done(capsys):
+    network = SlowNetwork(capsys, seconds=0.15)
+    inferer = WholeImageInferer(max_pixels=32 * 32, tile=32, progress=True)  # 64x64: 3x3 tiles of 32 at stride 28
+    inferer(torch.rand(1, 3, 64, 64), network)
+    assert "0/9" in network.seen[0] and "4/9" in network.seen[4], network.seen
