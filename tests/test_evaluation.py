@@ -207,7 +207,7 @@ def test_metrics_json_alone_recomputes_the_pooled_numbers(drive, tmp_path):
         fov.sum(),
     )
     assert rows[0]["fov_source"].startswith("dataset mask") and rows[0]["fov_source"].endswith("01_test_mask.gif")
-    assert rows[1]["fov_source"].startswith("derived: channel mean, 5x5 median, > local surround level")
+    assert rows[1]["fov_source"].startswith("derived: distance from the surround's colour")
     assert "dataset masks for 1 image(s), derived from the image for 1" in content["protocol"]["region"]
     rules = content["protocol"]["connectivity"]
     assert rules["thresholds"] == [round(i / 100, 2) for i in range(101)] and rules["t0_rule"].startswith("prob > 0")
