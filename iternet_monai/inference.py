@@ -232,10 +232,15 @@ class ImageProgress:
 def segment(evaluator: Engine, inputs: InferenceInputs) -> None:
     """Run the inference evaluator over ``inputs`` (if any are left), then report bad inputs. The evaluator logs
     warnings and errors only: ignite's notes on starting, finishing an epoch and finishing the run say nothing
-    to a user of inference, whose progress bar and written-outputs line say what was done."""
-    evaluator.logger.setLevel(logging.WARNING)
+    to a user of inference, whose progress bar and written-outputs line say what was done. (The level is restored
+    after the run: the logger is shared by every evaluator of the process, a training's validation included.)"""
     if inputs.items:
-        evaluator.run()
+        level = evaluator.logger.level
+        evaluator.logger.setLevel(logging.WARNING)
+        try:
+            evaluator.run()
+        finally:
+            evaluator.logger.setLevel(level)
     else:
         logger.info("nothing to segment")
     inputs.report()
