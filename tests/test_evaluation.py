@@ -487,6 +487,17 @@ def test_derived_fov_follows_the_edge_whatever_the_surround(surround, halo):
         assert (fov & ring).sum() < 0.25 * ring.sum(), seed  # at most a few pixels of the 12-pixel ring
 
 
+def test_a_crop_inside_the_fundus_is_all_field_of_view(drive):
+    """Corners as bright as the centre are no surround: a 300x300 crop from the middle of each DRIVE test
+    photograph, optic disc and vessels included, is its own FoV."""
+    from iternet_monai.transforms import derive_field_of_view
+
+    for image in sorted((drive / "test" / "images").glob("*.tif")):
+        photo = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
+        fov, how = derive_field_of_view(photo[:, 142:442, 132:432])
+        assert fov.all() and how.startswith("derived: whole image"), image.name
+
+
 def test_derived_fov_on_dark_noisy_uneven_backgrounds():
     from scipy import ndimage
 
