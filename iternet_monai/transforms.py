@@ -191,20 +191,21 @@ def derive_field_of_view(image: np.ndarray) -> tuple[np.ndarray, str]:
     radius = max(1.0, FOV_OPENING * size)
     threshold, noise = margin(near - level)
     fov = _one_region(smooth - level > threshold, radius)
+    depth = ndimage.distance_transform_edt(fov)
+    band = (depth > FOV_RIM[0] * size) & (depth <= FOV_RIM[1] * size)
     surround = ndimage.distance_transform_edt(~fov) > FOV_BAND * size
     how = f"> surround level {level:.3f} + {threshold:.3f}"
-    if surround.mean() > 0.02:  # enough surround to follow its unevenness and find the edge
+    if surround.mean() > 0.02 and band.any():  # enough surround and rim to follow them and find the edge
         local = _masked_level(smooth, surround, FOV_SMOOTHING * size)
         threshold, noise = margin(smooth[surround] - local[surround])
-        depth = ndimage.distance_transform_edt(fov)
-        rim = _masked_level(smooth, (depth > FOV_RIM[0] * size) & (depth <= FOV_RIM[1] * size), FOV_SMOOTHING * size)
+        rim = _masked_level(smooth, band, FOV_SMOOTHING * size)
         above = smooth - local
         fov = _one_region(above > np.maximum(threshold, FOV_EDGE * (rim - local)), radius)
         blur = ndimage.distance_transform_edt(~fov) <= max(1.0, FOV_BLUR * size)
         fov = _one_region(fov | (blur & (above > threshold)), radius)
         how = (
-            f"halfway from the local surround level (median {float(np.median(local[~fov])):.3f}, sigma "
-            f"{FOV_SMOOTHING * size:.0f} px) to the rim's (median {float(np.median(rim[fov])):.3f}), at least "
+            f"halfway from the local surround level (median {float(np.median(local[surround])):.3f}, sigma "
+            f"{FOV_SMOOTHING * size:.0f} px) to the rim's (median {float(np.median(rim[band])):.3f}), at least "
             f"+ {threshold:.3f}, with {max(1.0, FOV_BLUR * size):.1f} px of edge blur"
         )
     return fov, (
