@@ -3,7 +3,8 @@ traceback.
 
 Every error about the user's input is an :class:`InputError`. The ``iternet-monai`` command catches it; bundle
 runs (``python -m monai.bundle run ...``) call :func:`report_input_errors` in ``initialize``, because MONAI wraps an
-error raised while a config item is built in its own ``RuntimeError``, which would otherwise print 50+ lines.
+error raised while a config item is built in its own ``RuntimeError``, which would otherwise print 50+ lines. They
+also call :func:`hide_empty_input_summary`, so a run without overrides does not print MONAI's empty summary.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "disk_error",
     "find_input_error",
     "report_input_errors",
+    "hide_empty_input_summary",
 ]
 
 # The logger on which MONAI's StatsHandler logs an engine's error with its traceback.
@@ -116,3 +118,42 @@ def _without_input_error_traceback(record: logging.LogRecord) -> bool:
     if record.exc_info and find_input_error(record.exc_info[1]) is not None:
         record.exc_info, record.exc_text = None, None
     return True
+
+
+class _InputSummaryFilter(logging.Filter):
+    """Hold the header of MONAI's input summary until a ``> key: value`` line follows it: a summary listing nothing
+    is left out whole, and a listed one ends with its ``---`` line, without the two blank lines MONAI adds."""
+
+    HEADER = "--- input summary of "
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+        self.header: logging.LogRecord | None = None
+        self.listed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(self.HEADER):
+            self.header, self.listed = record, False
+            return False
+        if self.header is None:
+            return True
+        if message.startswith("> "):
+            if not self.listed:
+                self.listed = True
+                for handler in self.logger.handlers:
+                    handler.handle(self.header)
+            return True
+        if message.strip() == "---":
+            self.header = None
+            record.msg, record.args = "---", ()
+            return self.listed
+        return True
+
+
+def hide_empty_input_summary() -> None:
+    """Make MONAI's bundle runs print their input summary (the overrides given) only when it lists something."""
+    logger = logging.getLogger("monai.bundle.scripts")
+    if not any(isinstance(f, _InputSummaryFilter) for f in logger.filters):
+        logger.addFilter(_InputSummaryFilter(logger))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from PIL import Image
+from tqdm import tqdm
 
 from .checkpoints import BUNDLE_DIR
 from .data import check_files, inference_items
@@ -25,6 +26,7 @@ __all__ = [
     "output_paths",
     "InferenceInputs",
     "VesselMapWriter",
+    "ImageProgress",
     "overlay",
     "segment",
     "load_pipeline",
@@ -212,10 +214,45 @@ class VesselMapWriter:
             )
 
 
+class ImageProgress:
+    """Ignite handler: a bar of the images segmented out of the run's total, drawn at 0 when the run starts,
+    advanced as each image's outputs are written (attach it after the writer) and closed when the last one is.
+    Ours: ignite's ``ProgressBar`` is first drawn when the first image is done, already at 1."""
+
+    def __init__(self, desc: str = "segmenting") -> None:
+        self.desc = desc
+        self.bar: tqdm | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.open)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.advance)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.close)
+
+    def open(self, engine: Engine) -> None:
+        self.bar = tqdm(total=len(engine.data_loader.dataset), desc=self.desc, unit="image")
+
+    def advance(self, engine: Engine) -> None:
+        if self.bar is not None:
+            self.bar.update(len(engine.state.batch))
+
+    def close(self, engine: Engine) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def segment(evaluator: Engine, inputs: InferenceInputs) -> None:
-    """Run the inference evaluator over ``inputs`` (if any are left), then report bad inputs."""
+    """Run the inference evaluator over ``inputs`` (if any are left), then report bad inputs. The evaluator logs
+    warnings and errors only: ignite's notes on starting, finishing an epoch and finishing the run say nothing
+    to a user of inference, whose progress bar and written-outputs line say what was done. (The level is restored
+    after the run: the logger is shared by every evaluator of the process, a training's validation included.)"""
     if inputs.items:
-        evaluator.run()
+        level = evaluator.logger.level
+        evaluator.logger.setLevel(logging.WARNING)
+        try:
+            evaluator.run()
+        finally:
+            evaluator.logger.setLevel(level)
     else:
         logger.info("nothing to segment")
     inputs.report()

@@ -22,6 +22,7 @@ from monai.data import MetaTensor
 from monai.data.utils import dense_patch_slices
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.utils import convert_to_dst_type, ensure_tuple_rep, fall_back_tuple
+from tqdm import tqdm
 
 from .errors import InputError, flag
 
@@ -49,12 +50,22 @@ STITCHINGS = ("batched", "monai")
 class WholeImageInferer(Inferer):
     """Run the network once on the whole image, zero-padded at the bottom and right to a multiple of ``divisor``,
     and crop the output back (channels-last, which speeds up convolutions). Images above ``max_pixels`` are run in
-    overlapping ``tile``-sized windows blended with Gaussian weights, so memory stays bounded whatever their size."""
+    overlapping ``tile``-sized windows blended with Gaussian weights, so memory stays bounded whatever their size;
+    with ``progress``, MONAI's bar then counts the tiles."""
 
-    def __init__(self, divisor: int = 16, max_pixels: int = 2048 * 2048, tile: int = 1024, sw_batch_size: int = 1):
+    def __init__(
+        self,
+        divisor: int = 16,
+        max_pixels: int = 2048 * 2048,
+        tile: int = 1024,
+        sw_batch_size: int = 1,
+        progress: bool = False,
+    ) -> None:
         super().__init__()
         self.divisor, self.max_pixels = divisor, max_pixels
-        self.tiled = SlidingWindowInferer((tile, tile), sw_batch_size, overlap=0.125, mode="gaussian")
+        self.tiled = SlidingWindowInferer(
+            (tile, tile), sw_batch_size, overlap=0.125, mode="gaussian", progress=progress
+        )
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> Any:
         height, width = inputs.shape[-2:]
@@ -71,7 +82,7 @@ class BatchedSlidingWindowInferer(SlidingWindowInferer):
     of the window grid. Ours: MONAI stitches window by window in Python, about 26 tensor operations per window, a
     cost a GPU does not lower (0.6 s for 22,338 windows on the 2-core CPU, ``benchmarks/stitching.py``) and stride
     3 has 22,491 windows per DRIVE image, whose network FLOP take about 0.5 s on an H100. The windows reach the
-    network channels-last.
+    network channels-last. With ``progress``, a bar counts the windows done (it disappears when the image is done).
     Anything else (Gaussian blending, 3-D, an image smaller than the window, ``sw_device``/``device``, extra
     network arguments, a network that does not return one 4-D tensor) runs MONAI's own loop."""
 
@@ -95,11 +106,14 @@ class BatchedSlidingWindowInferer(SlidingWindowInferer):
         xs = sorted({int(w[1].start) for w in windows})
         images = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         outputs = []
-        for image in images:
-            output = self._stitch(image, network, roi, interval, ys, xs)
-            if output is None:
-                return super().__call__(inputs, network)
-            outputs.append(output)
+        with tqdm(
+            total=len(windows) * len(images), desc="windows", unit="window", leave=False, disable=not self.progress
+        ) as bar:
+            for image in images:
+                output = self._stitch(image, network, roi, interval, ys, xs, bar)
+                if output is None:
+                    return super().__call__(inputs, network)
+                outputs.append(output)
         output = torch.stack(outputs)
         if isinstance(inputs, MetaTensor):  # as MONAI: the input's metadata, not its batch attributes
             return convert_to_dst_type(output, MetaTensor([]).copy_meta_from(inputs, copy_attr=False))[0]
@@ -113,6 +127,7 @@ class BatchedSlidingWindowInferer(SlidingWindowInferer):
         interval: Sequence[int],
         ys: list[int],
         xs: list[int],
+        bar: tqdm,
     ) -> torch.Tensor | None:
         """The windows' average logits over ``image`` (C, H, W); None when the network's output is not 4-D."""
         (height, width), device = image.shape[1:], image.device
@@ -131,6 +146,7 @@ class BatchedSlidingWindowInferer(SlidingWindowInferer):
                 if not all(isinstance(x, torch.Tensor) and x.ndim == 4 for x in logits):
                     return None
                 logits = torch.cat(logits).float().unflatten(0, (len(rows), len(xs)))
+                bar.update(len(rows) * len(xs))
                 if total is None:
                     total = torch.zeros(logits.shape[2], height, width, device=device)
                 start = 0
@@ -218,7 +234,7 @@ def make_inferer(
     flips = ", flip averaging (4 passes)" if tta else ""
     if mode == "whole_image":
         logger.info(f"inference mode: whole_image (one pass per image, padded to a multiple of 16){flips}")
-        inferer: Inferer = WholeImageInferer()
+        inferer: Inferer = WholeImageInferer(progress=True)
     else:
         stride = max(1, int(roi_size[0] * (1 - overlap)))
         logger.info(
@@ -227,7 +243,7 @@ def make_inferer(
         )
         window = BatchedSlidingWindowInferer if stitching == "batched" else SlidingWindowInferer
         options = {"buffer_steps": buffer_steps} if buffer_steps else {}
-        inferer = window(roi_size, sw_batch_size, overlap, mode="constant", progress=False, **options)
+        inferer = window(roi_size, sw_batch_size, overlap, mode="constant", progress=True, **options)
     return FlipAveragingInferer(inferer) if tta else inferer
 
 

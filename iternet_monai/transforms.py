@@ -10,7 +10,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, NibabelReader, PILReader
+from monai.data import ImageReader, MetaTensor, NibabelReader, PILReader
 from monai.transforms import (
     EnsureChannelFirstd,
     LoadImaged,
@@ -29,6 +29,7 @@ __all__ = [
     "label_values",
     "LabelValuesd",
     "DropSingletonDepthd",
+    "LoadLabelsd",
     "FieldOfViewd",
     "derive_field_of_view",
     "RandSaturationd",
@@ -86,13 +87,17 @@ class CheckFundusd(MapTransform):
 
 
 # Field-of-view derivation (see derive_field_of_view); on [0, 1] images, sizes as fractions of the shorter side.
+FOV_CORNER = 0.03  # the surround's colour is the median colour of the four corner squares of this side
+FOV_SURROUND_RATIO = 0.5  # corners brighter than this fraction of the centre are no surround: whole image
 FOV_MEDIAN_SIZE = 5  # median filter (pixels) against sensor noise and JPEG blocks
-FOV_MIN_MARGIN = 0.03  # the FoV is at least this much brighter than the surround (8 of 255)
+FOV_MIN_MARGIN = 0.03  # the FoV is at least this much further from the surround's colour (8 of 255)
 FOV_NOISE_FACTOR = 6.0  # ... and this many robust standard deviations of the surround's noise
-FOV_SURROUND_LEVEL = 0.1  # a darker Otsu class brighter than this is not a surround: the whole image is the FoV
 FOV_OPENING = 0.01  # opening disc radius (cuts bridges to noise)
 FOV_BAND = 0.03  # the surround's level is measured this far outside the first mask ...
 FOV_SMOOTHING = 0.05  # ... and smoothed over this scale (Gaussian sigma), so an uneven surround is followed
+FOV_RIM = (0.01, 0.04)  # the retina's rim level is measured this deep inside the first mask
+FOV_EDGE = 0.5  # the edge: halfway from the surround's level to the rim's, so a soft halo ring stays outside
+FOV_BLUR = 0.002  # the mask then takes in this much of the edge's blur (1 pixel on DRIVE), as dataset masks do
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -115,67 +120,99 @@ def _one_region(mask: np.ndarray, radius: float) -> np.ndarray:
     return ndimage.binary_fill_holes(_largest_component(_disc_opening(mask, radius)))
 
 
-def _surround_level(smooth: np.ndarray, surround: np.ndarray, sigma: float) -> np.ndarray:
-    """The surround's brightness everywhere: a Gaussian average of the ``surround`` pixels only (normalised
+def _masked_level(values: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
+    """The level of the ``where`` pixels of ``values`` everywhere: their Gaussian average (normalised
     convolution), computed on a grid ``sigma / 4`` coarser and interpolated back."""
     step = max(1, int(sigma // 4))
-    cropped = (smooth.shape[0] // step * step, smooth.shape[1] // step * step)
+    cropped = (values.shape[0] // step * step, values.shape[1] // step * step)
 
     def coarse(array: np.ndarray) -> np.ndarray:
         blocks = array[: cropped[0], : cropped[1]].reshape(cropped[0] // step, step, cropped[1] // step, step)
         return ndimage.gaussian_filter(blocks.mean((1, 3)), sigma / step)
 
-    weight = coarse(surround.astype(np.float64))
-    level = coarse(np.where(surround, smooth, 0.0)) / np.maximum(weight, 1e-6)
-    level = np.where(weight > 1e-3, level, np.median(smooth[surround]))
-    zoom = (smooth.shape[0] / level.shape[0], smooth.shape[1] / level.shape[1])
-    return ndimage.zoom(level, zoom, order=1, mode="nearest", grid_mode=True)[: smooth.shape[0], : smooth.shape[1]]
+    weight = coarse(where.astype(np.float64))
+    level = coarse(np.where(where, values, 0.0)) / np.maximum(weight, 1e-6)
+    level = np.where(weight > 1e-3, level, np.median(values[where]))
+    zoom = (values.shape[0] / level.shape[0], values.shape[1] / level.shape[1])
+    return ndimage.zoom(level, zoom, order=1, mode="nearest", grid_mode=True)[: values.shape[0], : values.shape[1]]
+
+
+def _surround_colour(rgb: np.ndarray) -> np.ndarray:
+    """The median colour of the four corner squares (3% of the shorter side): a fundus photograph's corners lie
+    outside its round field of view, whatever the camera's surround colour."""
+    side = max(3, int(FOV_CORNER * min(rgb.shape[1:])))
+    corners = [
+        rgb[:, rows, columns] for rows in (np.s_[:side], np.s_[-side:]) for columns in (np.s_[:side], np.s_[-side:])
+    ]
+    return np.median(np.concatenate([c.reshape(len(rgb), -1) for c in corners], 1), 1)
 
 
 def derive_field_of_view(image: np.ndarray) -> tuple[np.ndarray, str]:
     """The field of view of a fundus photograph ``(C, ...)`` in [0, 1] as one disc-shaped region, and how it was
     found (recorded by evaluation).
 
-    The mean of the channels is median-filtered (5x5). Otsu's threshold splits it into a dark surround and the
-    fundus. A first mask keeps what is brighter than the surround's level (median of the dark class) by
-    max(0.03, 6 robust standard deviations of its noise), at most halfway to Otsu's threshold. The surround's level
-    is then measured around that mask (pixels more than 3% of the image beyond it, Gaussian-averaged over 5%), so an
-    uneven or vignetted surround is followed, and the final mask keeps what is brighter than that local level by the
-    same rule. Each mask is opened with a disc of 1% of the shorter side, reduced to its largest component and its
-    holes filled. Without a dark surround (the darker class brighter than 0.1) the whole image is the FoV. Ours:
-    MONAI's ``ForegroundMask`` thresholds globally and keeps every noise island.
+    The surround's colour is the median colour of the image's corners; where their brightest channel exceeds half
+    the centre's, there is no surround and the whole image is the FoV (a crop inside the fundus). Otherwise every
+    pixel's colour distance from the surround's colour (black, dark green or grey alike) is median-filtered (5x5)
+    and Otsu's threshold splits it into surround and fundus. A first mask keeps what is further from the surround
+    than its level (median of the near class) by max(0.03, 6 robust standard deviations of its noise), at most
+    halfway to Otsu's threshold. Around that mask the surround's level is measured (pixels more than 3% of the
+    image beyond it) and the rim's level (1-4% inside it), both Gaussian-averaged over 5%, so an uneven surround
+    and a vignetted rim are followed. The edge is halfway between the two, where the brightness falls, so a soft
+    halo ring around the retina stays outside; the mask then takes in 0.2% of the image's size of the edge's blur
+    that clears the noise margin. Each mask is opened with a disc of 1% of the shorter side, reduced to its
+    largest component and its holes filled. Ours: MONAI's ``ForegroundMask`` thresholds brightness globally and
+    keeps every noise island.
     """
     from skimage.filters import threshold_otsu
     from skimage.filters.rank import median
     from skimage.morphology import footprint_rectangle
 
-    grey = np.round(np.asarray(image, dtype=np.float32).mean(0).clip(0, 1) * 255).astype(np.uint8)
+    rgb = np.asarray(image, dtype=np.float32).clip(0, 1)
+    colour, size = _surround_colour(rgb), min(rgb.shape[1:])
+    height, width = rgb.shape[1:]
+    centre = float(np.median(rgb[:, height // 4 : height - height // 4, width // 4 : width - width // 4].max(0)))
+    if colour.max() > FOV_SURROUND_RATIO * centre:
+        return np.ones(rgb.shape[1:], bool), (
+            f"derived: whole image (no surround: corners at {colour.max():.3f}, centre at {centre:.3f})"
+        )
+    distance = np.sqrt(((rgb - colour[:, None, None]) ** 2).mean(0))
+    grey = np.round(distance * 255).astype(np.uint8)
     smooth = median(grey, footprint_rectangle((FOV_MEDIAN_SIZE, FOV_MEDIAN_SIZE))).astype(np.float64) / 255
     otsu = float(threshold_otsu(smooth)) if smooth.min() < smooth.max() else float(smooth.max())
-    dark = smooth[smooth <= otsu]
-    level = float(np.median(dark))
-    if level > FOV_SURROUND_LEVEL:
-        return np.ones(grey.shape, bool), f"derived: whole image (no dark surround: darker class at {level:.3f})"
-    size, cap = min(grey.shape), (otsu - level) / 2
+    near = smooth[smooth <= otsu]
+    level = float(np.median(near))
+    cap = (otsu - level) / 2
 
     def margin(residual: np.ndarray) -> tuple[float, float]:
         noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
         return min(max(FOV_MIN_MARGIN, FOV_NOISE_FACTOR * noise), cap), noise
 
     radius = max(1.0, FOV_OPENING * size)
-    threshold, noise = margin(dark - level)
+    threshold, noise = margin(near - level)
     fov = _one_region(smooth - level > threshold, radius)
+    depth = ndimage.distance_transform_edt(fov)
+    band = (depth > FOV_RIM[0] * size) & (depth <= FOV_RIM[1] * size)
     surround = ndimage.distance_transform_edt(~fov) > FOV_BAND * size
-    how = f"surround level {level:.3f}"
-    if surround.mean() > 0.02:  # enough surround to follow its unevenness
-        local = _surround_level(smooth, surround, FOV_SMOOTHING * size)
+    how = f"> surround level {level:.3f} + {threshold:.3f}"
+    if surround.mean() > 0.02 and band.any():  # enough surround and rim to follow them and find the edge
+        local = _masked_level(smooth, surround, FOV_SMOOTHING * size)
         threshold, noise = margin(smooth[surround] - local[surround])
-        fov = _one_region(smooth - local > threshold, radius)
-        how = f"local surround level (median {float(np.median(local[~fov])):.3f}, sigma {FOV_SMOOTHING * size:.0f} px)"
+        rim = _masked_level(smooth, band, FOV_SMOOTHING * size)
+        above = smooth - local
+        fov = _one_region(above > np.maximum(threshold, FOV_EDGE * (rim - local)), radius)
+        blur = ndimage.distance_transform_edt(~fov) <= max(1.0, FOV_BLUR * size)
+        fov = _one_region(fov | (blur & (above > threshold)), radius)
+        how = (
+            f"halfway from the local surround level (median {float(np.median(local[surround])):.3f}, sigma "
+            f"{FOV_SMOOTHING * size:.0f} px) to the rim's (median {float(np.median(rim[band])):.3f}), at least "
+            f"+ {threshold:.3f}, with {max(1.0, FOV_BLUR * size):.1f} px of edge blur"
+        )
     return fov, (
-        f"derived: channel mean, {FOV_MEDIAN_SIZE}x{FOV_MEDIAN_SIZE} median, > {how} + {threshold:.3f} "
-        f"(max({FOV_MIN_MARGIN}, {FOV_NOISE_FACTOR:g} x noise {noise:.4f}), at most half of Otsu {otsu:.3f} - "
-        f"{level:.3f}), opened (disc r {radius:.1f}), largest component, holes filled"
+        f"derived: distance from the surround's colour {tuple(round(float(c), 3) for c in colour)}, "
+        f"{FOV_MEDIAN_SIZE}x{FOV_MEDIAN_SIZE} median, {how} (noise margin max({FOV_MIN_MARGIN}, "
+        f"{FOV_NOISE_FACTOR:g} x noise {noise:.4f}), at most half of Otsu {otsu:.3f} - {level:.3f}), opened "
+        f"(disc r {radius:.1f}), largest component, holes filled"
     )
 
 
@@ -306,6 +343,24 @@ class DropSingletonDepthd(MapTransform):
         return d
 
 
+class LoadLabelsd(LoadImaged):
+    """Load labels and FoV masks with the reader their file name calls for: NIfTI (``.nii``, ``.nii.gz``, as 3D
+    Slicer writes a labelmap) with Nibabel, any other file as a picture with PIL, as grey levels (:func:`to_gray`).
+    Ours because MONAI's ``LoadImaged`` given both readers tries them in turn, Nibabel first on every GIF and PNG,
+    and logs an "unable to load" line for each file that then loads fine."""
+
+    def __init__(self, keys: KeysCollection = ("label", "mask")) -> None:
+        self.picture, self.nifti = PILReader(converter=to_gray), NibabelReader()
+        super().__init__(keys, reader=self.picture, image_only=True, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping, reader: ImageReader | None = None) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            chosen = reader or (self.nifti if self.nifti.verify_suffix(str(d[key])) else self.picture)
+            d.update(super().__call__({key: d[key]}, chosen))
+        return d
+
+
 def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
     """The one loading pipeline of every config and command: PIL reads photographs (palette, RGBA handled), labels
     and masks are read from images (palette GIFs, 1-bit PNGs) or 2-D NIfTI (as 3D Slicer writes them), then
@@ -314,8 +369,7 @@ def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
     others = [k for k in keys if k != "image"]
     steps: list = [LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True)]
     if others:
-        readers = [PILReader(converter=to_gray), NibabelReader()]
-        steps.append(LoadImaged(others, reader=readers, image_only=True, allow_missing_keys=True))
+        steps.append(LoadLabelsd(others))
     steps.append(EnsureChannelFirstd(list(keys), allow_missing_keys=True))
     if others:
         steps.append(DropSingletonDepthd(others))

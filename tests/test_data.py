@@ -454,3 +454,25 @@ def test_a_nifti_label_as_3d_slicer_writes_it_gives_the_png_label_target(drive, 
     assert from_png.shape == from_nifti.shape == (1, 565, 584)
     assert torch.equal(torch.as_tensor(from_png), torch.as_tensor(from_nifti))
     assert torch.equal(torch.as_tensor(from_png)[0].bool(), torch.as_tensor(truth.T))
+
+
+def test_labels_and_masks_load_with_their_own_reader_and_log_nothing(drive, tmp_path, caplog):
+    """GIF/PNG labels and masks are read by PIL and NIfTI labels by Nibabel straight away: no reader is tried
+    that fails, so a run's log holds no "unable to load" line for files that load fine."""
+    import nibabel as nib
+
+    truth = np.asarray(Image.open(drive / "training" / "1st_manual" / "21_manual1.gif")) > 0
+    nib.save(nib.Nifti1Image(truth.T[:, :, None].astype(np.int16), np.eye(4)), tmp_path / "21.nii.gz")
+    folder = drive / "training"
+    item = {
+        "image": str(folder / "images" / "21_training.tif"),
+        "label": str(folder / "1st_manual" / "21_manual1.gif"),
+        "mask": str(folder / "mask" / "21_training_mask.gif"),
+    }
+    load = Compose(fundus_loading())
+    with caplog.at_level(logging.INFO):
+        from_gif = load(item)
+        from_nifti = load({**item, "label": str(tmp_path / "21.nii.gz")})
+    assert caplog.records == [], caplog.text
+    assert torch.equal(torch.as_tensor(from_gif["label"]), torch.as_tensor(from_nifti["label"]))
+    assert from_gif["mask"].shape == (1, 565, 584) and set(torch.unique(from_gif["mask"]).tolist()) == {0.0, 1.0}

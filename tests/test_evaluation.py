@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 
 import numpy as np
@@ -38,10 +39,12 @@ def evaluate(drive, tmp_path, *extra):
     return code, out
 
 
-def test_command_on_two_drive_images_with_given_maps(drive, tmp_path, capsys):
+def test_command_on_two_drive_images_with_given_maps(drive, tmp_path, capsys, caplog):
     maps = write_maps(drive, tmp_path / "maps")
-    code, out = evaluate(drive, tmp_path, "--predictions", str(maps))
+    with caplog.at_level(logging.INFO):
+        code, out = evaluate(drive, tmp_path, "--predictions", str(maps))
     assert code == 0
+    assert "unable to load" not in caplog.text  # the GIF labels and masks load with their own reader
     content = json.loads((out / "metrics.json").read_text())
     probs, labels = [], []
     for stem in ("01_test", "02_test"):
@@ -209,7 +212,7 @@ def test_metrics_json_alone_recomputes_the_pooled_numbers(drive, tmp_path):
         fov.sum(),
     )
     assert rows[0]["fov_source"].startswith("dataset mask") and rows[0]["fov_source"].endswith("01_test_mask.gif")
-    assert rows[1]["fov_source"].startswith("derived: channel mean, 5x5 median, > local surround level")
+    assert rows[1]["fov_source"].startswith("derived: distance from the surround's colour")
     assert "dataset masks for 1 image(s), derived from the image for 1" in content["protocol"]["region"]
     rules = content["protocol"]["connectivity"]
     assert rules["thresholds"] == [round(i / 100, 2) for i in range(101)] and rules["t0_rule"].startswith("prob > 0")
@@ -408,7 +411,7 @@ def derived_fov_errors(pairs):
         photo = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
         reference = np.asarray(Image.open(mask).convert("L")) > 127
         derived, how = derive_field_of_view(photo)
-        assert how.startswith("derived: channel mean")
+        assert how.startswith("derived: distance from the surround's colour")
         rows.append(((derived != reference).sum(), reference.size, ndimage.label(derived)[1]))
     return np.array(rows)
 
@@ -468,6 +471,62 @@ def dark_fundus_photo(seed, height=360, width=400):
         buffer, format="JPEG", quality=int(rng.integers(20, 60))
     )
     return np.asarray(Image.open(buffer).convert("RGB")), disc
+
+
+def third_camera_photo(surround, halo=0.0, seed=0, height=605, width=700):
+    """A synthetic 700x605 photograph (uint8 RGB, as STARE's) and its true disc: a vignetted reddish disc with dark
+    vessels, cut at the top and bottom, on a surround of colour ``surround`` (0-255, with a 10% gradient and
+    noise), with a soft halo ring: outside the disc the surround starts ``halo`` of the way to the rim's colour and
+    fades to it over 12 pixels. JPEG quality 75."""
+    import io
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    cy, cx = height / 2 + rng.uniform(-8, 8), width / 2 + rng.uniform(-8, 8)
+    radius = 0.45 * width
+    dist = np.hypot(yy - cy, xx - cx) / radius
+    disc, colour, rim = dist <= 1, np.array([0.78, 0.4, 0.2], np.float32), rng.uniform(0.5, 0.7)
+    fundus = colour * (1 - (1 - rim) * np.clip(dist, 0, 1) ** 2)[..., None]
+    fundus[(np.abs(np.sin(6 * np.arctan2(yy - cy, xx - cx) + 3 * dist)) < 0.08) & (dist < 0.95)] *= 0.6
+    gradient = 1 + 0.1 * ((xx / width - 0.5) + (yy / height - 0.5))
+    background = np.asarray(surround, np.float32) / 255 * gradient[..., None]
+    glow = halo * np.clip(1 - (dist - 1) * radius / 12, 0, 1)[..., None]
+    outside = background + glow * (colour * rim - background)
+    photo = np.where(disc[..., None], fundus, outside) + rng.normal(0, 3 / 255, (height, width, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(photo * 255, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=75)
+    return np.asarray(Image.open(buffer).convert("RGB")), disc
+
+
+@pytest.mark.parametrize(
+    "surround, halo",
+    [((40, 75, 50), 0.0), ((40, 75, 50), 0.4), ((70, 70, 70), 0.0), ((70, 70, 70), 0.4), ((8, 8, 8), 0.4)],
+    ids=["dark green", "dark green with halo", "grey", "grey with halo", "black with halo"],
+)
+def test_derived_fov_follows_the_edge_whatever_the_surround(surround, halo):
+    """A dark-green or grey surround is a surround (not a fundus filling the image), and a soft halo ring around
+    the retina stays outside: the FoV ends where the brightness falls."""
+    from scipy import ndimage
+
+    from iternet_monai.transforms import derive_field_of_view
+
+    for seed in range(2):
+        photo, disc = third_camera_photo(surround, halo, seed)
+        fov, how = derive_field_of_view(photo.transpose(2, 0, 1) / 255.0)
+        ring = (ndimage.distance_transform_edt(~disc) <= 12) & ~disc
+        assert ndimage.label(fov)[1] == 1 and (fov != disc).mean() < 0.01, (seed, (fov != disc).mean(), how)
+        assert (fov & ring).sum() < 0.25 * ring.sum(), seed  # at most a few pixels of the 12-pixel ring
+
+
+def test_a_crop_inside_the_fundus_is_all_field_of_view(drive):
+    """Corners as bright as the centre are no surround: a 300x300 crop from the middle of each DRIVE test
+    photograph, optic disc and vessels included, is its own FoV."""
+    from iternet_monai.transforms import derive_field_of_view
+
+    for image in sorted((drive / "test" / "images").glob("*.tif")):
+        photo = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
+        fov, how = derive_field_of_view(photo[:, 142:442, 132:432])
+        assert fov.all() and how.startswith("derived: whole image"), image.name
 
 
 def test_derived_fov_on_dark_noisy_uneven_backgrounds():

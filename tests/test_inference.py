@@ -1,9 +1,13 @@
 """Inference: the inferers, the inputs of a run, and the bundle's one pipeline (inference.json) on real DRIVE images."""
 
+import io
 import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +21,7 @@ from PIL import Image
 from test_bundle import bundle
 
 from iternet_monai.checkpoints import BUNDLE_DIR, CheckpointError
-from iternet_monai.errors import find_input_error
+from iternet_monai.errors import find_input_error, hide_empty_input_summary
 from iternet_monai.files import unique_names
 from iternet_monai.inference import InferenceInputs, load_pipeline
 from iternet_monai.inferers import (
@@ -415,3 +419,88 @@ def test_evaluation_of_a_model_and_of_the_inference_folder_give_the_same_numbers
     assert from_maps.keys() == from_model.keys()
     for name in from_model:
         assert from_maps[name] == pytest.approx(from_model[name], abs=1e-9, nan_ok=True), name
+
+
+def test_a_successful_run_logs_only_what_a_user_needs(drive, tmp_path):
+    """The user's command on two DRIVE photographs, with Python's warnings shown: no "unable to load" line for a
+    file that loads, no deprecation warning caused by the bundle's metadata, none of ignite's engine notes, no
+    blank line; the progress bar reaches 2 of 2 and the last line says what was written."""
+    for stem in ("01_test", "02_test"):
+        shutil.copy(drive / "test" / "images" / f"{stem}.tif", tmp_path / f"{stem}.tif")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", INFERENCE, "--dataset_dir", str(tmp_path),
+         "--output_dir", str(out), "--allow_untrained", "true", "--network_def#features", "4"],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    for noise in ("unable to load", "deprecated", "Engine run", "Epoch["):
+        assert noise not in log, noise
+    assert "" not in result.stdout.splitlines()
+    assert "2/2" in result.stderr.replace("\r", "\n").splitlines()[-1]
+    assert result.stdout.splitlines()[-1].endswith(f"wrote the outputs of 2 image(s) to {out}")
+
+
+def test_an_input_summary_listing_nothing_is_not_printed():
+    """MONAI's bundle run prints the overrides it was given between a header and a '---' line: with none, nothing
+    at all; with some, the list without the blank lines MONAI adds."""
+    from monai.bundle.scripts import _log_input_summary
+
+    hide_empty_input_summary()
+    logger, written = logging.getLogger("monai.bundle.scripts"), io.StringIO()
+    handler = logging.StreamHandler(written)
+    logger.addHandler(handler)
+    try:
+        _log_input_summary(tag="run", args={})
+        assert written.getvalue() == ""
+        _log_input_summary(tag="run", args={"dataset_dir": "photos"})
+    finally:
+        logger.removeHandler(handler)
+    lines = written.getvalue().splitlines()
+    assert lines == ["--- input summary of monai.bundle.scripts.run ---", "> dataset_dir: 'photos'", "---"]
+
+
+class SlowNetwork(torch.nn.Module):
+    """A network that takes ``seconds`` per call, as a real one does, and records what the progress bars had
+    drawn on stderr (``capsys``) when each call began."""
+
+    def __init__(self, capsys, seconds: float = 0.2) -> None:
+        super().__init__()
+        self.capsys, self.seconds, self.seen, self.drawn = capsys, seconds, [], ""
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.drawn += self.capsys.readouterr().err
+        self.seen.append(self.drawn.replace("\r", "\n").splitlines()[-1] if self.drawn else "")
+        time.sleep(self.seconds)
+        return x[:, :1] + self.weight
+
+
+def test_progress_counts_the_images_as_they_are_done_and_ends_with_the_work(tmp_path, capsys):
+    image, _ = fundus_like(48, 64)
+    for name in ("a", "b"):
+        write_image(tmp_path / "in" / f"{name}.png", image)
+    network = SlowNetwork(capsys)
+    run_inference(
+        dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "out"), allow_untrained=True, network=network
+    )
+    assert ["0/2" in network.seen[0], "1/2" in network.seen[1]] == [True, True], network.seen
+    drawn = (network.drawn + capsys.readouterr().err).replace("\r", "\n").splitlines()
+    assert "2/2" in drawn[-1] and sorted(p.name for p in (tmp_path / "out").iterdir())[0] == "a_mask.png"
+
+
+def test_sliding_window_progress_counts_the_windows(capsys):
+    """A 200x200 image in 128x128 windows at stride 64: 3 rows of 3 windows, one row per network call."""
+    network = SlowNetwork(capsys, seconds=0.15)
+    inferer = BatchedSlidingWindowInferer((128, 128), sw_batch_size=3, overlap=0.5, mode="constant", progress=True)
+    inferer(torch.rand(1, 3, 200, 200), network)
+    assert ["0/9" in network.seen[0], "3/9" in network.seen[1], "6/9" in network.seen[2]] == [True] * 3, network.seen
+
+
+def test_a_photograph_too_large_for_one_pass_shows_its_tiles_as_they_are_done(capsys):
+    network = SlowNetwork(capsys, seconds=0.15)
+    inferer = WholeImageInferer(max_pixels=32 * 32, tile=32, progress=True)  # 64x64: 3x3 tiles of 32 at stride 28
+    inferer(torch.rand(1, 3, 64, 64), network)
+    assert "0/9" in network.seen[0] and "4/9" in network.seen[4], network.seen
