@@ -7,12 +7,14 @@ batch of windows instead of per window.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +255,23 @@ def sliding_window_count(height: int, width: int, roi: int = 128, overlap: float
     return math.prod(math.ceil((size - roi) / stride) + 1 for size in (height, width))
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The ONNX exporter logs each of its passes and warns about what it does not need (torchvision, deprecations);
+    a user needs only the one line saying the export runs. Errors still show."""
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 class OnnxRuntimeNetwork(torch.nn.Module):
     """``network`` run by ONNX Runtime on the CPU: ``backend="onnxruntime"``, and ``auto``'s choice on a CPU where
     ONNX Runtime is installed (faster than PyTorch there, same output within 1e-4: docs/benchmarks.md). The ONNX
@@ -277,7 +296,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
             logger.info(f"exporting the network to ONNX once: {path}")
             folder.mkdir(parents=True, exist_ok=True)
             sample = torch.rand(1, next(network.parameters()).shape[1], 64, 64)
-            with atomic_path(path) as temporary:
+            with atomic_path(path) as temporary, _quiet_exporter():
                 convert_to_onnx(
                     network.cpu().eval(),
                     inputs=[sample],
@@ -288,6 +307,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
                     verify=False,
                     opset_version=18,
                     external_data=False,
+                    verbose=False,
                 )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
