@@ -38,13 +38,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         from .inference import load_pipeline
 
-        overrides = {"ckpt_path": args.ckpt, "mode": args.mode, "sw_overlap": args.sw_overlap, "tta": args.tta}
+        overrides = {"ckpt_path": args.ckpt or None, "mode": args.mode, "sw_overlap": args.sw_overlap, "tta": args.tta}
         overrides.update(sw_batch_size=args.sw_batch_size, backend=args.backend, device=args.device)
         pipeline = load_pipeline(**{k: v for k, v in overrides.items() if v is not None})
         network, inferer = pipeline.get_parsed_content("network"), pipeline.get_parsed_content("inferer")
         device = torch.device(pipeline.get_parsed_content("device"))
         predict = model_predictor(network, inferer, device, amp=pipeline.get_parsed_content("amp"))
-        source = {"checkpoint": str(args.ckpt), "device": str(device), "mode": resolve_mode(args.mode, device)}
+        checkpoint = pipeline.get_parsed_content("ckpt_path")
+        if checkpoint is None:
+            raise EvaluationError("--ckpt without a path runs the bundle's models/model.pt, and there is none: give one")
+        source = {"checkpoint": str(checkpoint), "device": str(device), "mode": resolve_mode(args.mode, device)}
         source.update(tta=args.tta, backend=args.backend)
         windows = getattr(inferer, "inferer", inferer)  # the sliding window inside flip averaging
         if source["mode"] == "sliding_window":
@@ -164,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-key", default="testing", help="the datalist's list to evaluate (default: testing)")
     # --key: the option's earlier name, still read
     ev.add_argument("--key", dest="data_key", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    ev.add_argument("--ckpt", help="model.pt (state dict) of an IterNet to run")
+    ev.add_argument(
+        "--ckpt", nargs="?", const="", help="model.pt (state dict) of an IterNet to run; without a path the bundle's"
+    )
     ev.add_argument("--predictions", help="folder of probability maps named after the images")
     ev.add_argument("--output", default="evaluation", help="output folder (default: evaluation)")
     ev.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier evaluation there")

@@ -48,7 +48,7 @@ def setup_app(app_dir: str | Path, bundle: str | Path) -> Path:
     target = app / "model" / "iternet"
     if target.exists():
         raise FileExistsError(f"{target} exists; remove it to install the bundle again (its models/ would be lost)")
-    ignore = shutil.ignore_patterns("eval", "predictions", "previous", "*.ts", "*.onnx")
+    ignore = shutil.ignore_patterns("eval", "predictions", "previous", "replaced", "*.ts", "*.onnx")
     shutil.copytree(bundle, target, symlinks=False, ignore=ignore)
     (target / "models").mkdir(exist_ok=True)
     atomic_write_text(app / "main.py", APP_MAIN)
