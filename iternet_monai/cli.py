@@ -46,7 +46,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         predict = model_predictor(network, inferer, device, amp=pipeline.get_parsed_content("amp"))
         checkpoint = pipeline.get_parsed_content("ckpt_path")
         if checkpoint is None:
-            raise EvaluationError("--ckpt without a path runs the bundle's models/model.pt, and there is none: give one")
+            raise EvaluationError("--ckpt without a path runs the bundle's models/model.pt; there is none: give a path")
         source = {"checkpoint": str(checkpoint), "device": str(device), "mode": resolve_mode(args.mode, device)}
         source.update(tta=args.tta, backend=args.backend)
         windows = getattr(inferer, "inferer", inferer)  # the sliding window inside flip averaging
