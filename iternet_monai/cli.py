@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "whole_image", "sliding_window"),
         help="with --ckpt: auto = sliding window on CUDA, whole image on CPU",
     )
-    ev.add_argument("--sw-overlap", type=float, default=0.9765625, help="sliding-window overlap (1-3/128: stride 3)")
+    ev.add_argument(
+        "--sw-overlap", type=float, help="sliding-window overlap (default: the bundle's, 1-3/128: the paper's stride 3)"
+    )
     ev.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the bundle's, 256)")
     ev.add_argument("--tta", action="store_true", help="with --ckpt: flip averaging (4 passes; see inference)")
     ev.add_argument(

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from .errors import InputError, flag
 
 __all__ = [
+    "PAPER_OVERLAP",
     "INFERENCE_MODES",
     "BACKENDS",
     "STITCHINGS",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# The paper's inference: 128x128 windows at stride 3, i.e. an overlap of 1 - 3/128 (0.9765625).
+PAPER_OVERLAP = 1 - 3 / 128
 INFERENCE_MODES = ("auto", "sliding_window", "whole_image")
 BACKENDS = ("auto", "pytorch", "onnxruntime")
 STITCHINGS = ("batched", "monai")
@@ -216,7 +219,7 @@ def make_inferer(
     mode: str = "auto",
     device: torch.device | str = "cpu",
     roi_size: Sequence[int] = (128, 128),
-    overlap: float = 0.9765625,
+    overlap: float = PAPER_OVERLAP,
     sw_batch_size: int = 64,
     tta: bool = False,
     buffer_steps: int | None = None,
@@ -247,7 +250,7 @@ def make_inferer(
     return FlipAveragingInferer(inferer) if tta else inferer
 
 
-def sliding_window_count(height: int, width: int, roi: int = 128, overlap: float = 0.9765625) -> int:
+def sliding_window_count(height: int, width: int, roi: int = 128, overlap: float = PAPER_OVERLAP) -> int:
     """Windows MONAI's sliding window runs over an image (22,491 for DRIVE at stride 3)."""
     stride = max(1, int(roi * (1 - overlap)))
     return math.prod(math.ceil((size - roi) / stride) + 1 for size in (height, width))

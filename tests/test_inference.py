@@ -25,6 +25,7 @@ from iternet_monai.errors import find_input_error, hide_empty_input_summary
 from iternet_monai.files import unique_names
 from iternet_monai.inference import InferenceInputs, load_pipeline
 from iternet_monai.inferers import (
+    PAPER_OVERLAP,
     BatchedSlidingWindowInferer,
     FlipAveragingInferer,
     WholeImageInferer,
@@ -66,7 +67,7 @@ def test_whole_image_and_windowed_paths_agree_for_a_position_independent_network
     ("shape", "roi", "overlap", "sw_batch_size"),
     [
         ((1, 3, 200, 170), (64, 64), 0.5, 7),  # the last row and column of windows moved to the edge
-        ((2, 3, 131, 140), (128, 128), 1 - 3 / 128, 64),  # two images; the paper's stride 3
+        ((2, 3, 131, 140), (128, 128), PAPER_OVERLAP, 64),  # two images; the paper's stride 3
         ((1, 3, 128, 300), (128, 96), 0.25, 3),  # the window as tall as the image; not square
         ((1, 3, 96, 96), (32, 32), 0.5, 1000),  # a regular grid; every window in one batch
     ],
