@@ -28,6 +28,7 @@ from .errors import InputError, flag
 
 __all__ = [
     "PAPER_OVERLAP",
+    "ONNX_EXPORT",
     "INFERENCE_MODES",
     "BACKENDS",
     "STITCHINGS",
@@ -45,6 +46,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 # The paper's inference: 128x128 windows at stride 3, i.e. an overlap of 1 - 3/128 (0.9765625).
 PAPER_OVERLAP = 1 - 3 / 128
+# MONAI's convert_to_onnx options of every ONNX export: input and output named, width and height dynamic, one file.
+ONNX_EXPORT: dict[str, Any] = {
+    "input_names": ["image"],
+    "output_names": ["logits"],
+    "dynamic_axes": {"image": {2: "width", 3: "height"}, "logits": {2: "width", 3: "height"}},
+    "opset_version": 18,
+    "external_data": False,
+}
 INFERENCE_MODES = ("auto", "sliding_window", "whole_image")
 BACKENDS = ("auto", "pytorch", "onnxruntime")
 STITCHINGS = ("batched", "monai")
@@ -259,7 +268,7 @@ def sliding_window_count(height: int, width: int, roi: int = 128, overlap: float
 class OnnxRuntimeNetwork(torch.nn.Module):
     """``network`` run by ONNX Runtime on the CPU: ``backend="onnxruntime"``, and ``auto``'s choice on a CPU where
     ONNX Runtime is installed (faster than PyTorch there, same output within 1e-4: docs/benchmarks.md). The ONNX
-    file is exported once per weights with MONAI's ``convert_to_onnx`` (height and width dynamic) and kept in
+    file is exported once per weights with MONAI's ``convert_to_onnx`` (:data:`ONNX_EXPORT`) and kept in
     ``cache_dir``."""
 
     def __init__(self, network: torch.nn.Module, cache_dir: str | Path | None = None) -> None:
@@ -282,15 +291,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
             sample = torch.rand(1, next(network.parameters()).shape[1], 64, 64)
             with atomic_path(path) as temporary:
                 convert_to_onnx(
-                    network.cpu().eval(),
-                    inputs=[sample],
-                    input_names=["image"],
-                    output_names=["logits"],
-                    dynamic_axes={"image": {2: "width", 3: "height"}, "logits": {2: "width", 3: "height"}},
-                    filename=str(temporary),
-                    verify=False,
-                    opset_version=18,
-                    external_data=False,
+                    network.cpu().eval(), inputs=[sample], filename=str(temporary), verify=False, **ONNX_EXPORT
                 )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
@@ -298,7 +299,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         image = torch.as_tensor(x).detach().float().cpu().contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {"image": image})[0])
+        return torch.from_numpy(self.session.run(None, {ONNX_EXPORT["input_names"][0]: image})[0])
 
 
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
