@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, optional
 from .files import atomic_path
 from .networks import IterNet, iternet_shape
 
@@ -117,7 +117,7 @@ def iternet_for_weights(weights: str | Path | None = None, **config: Any) -> Ite
     """An IterNet for ``weights`` with them loaded: the weights define the network's shape (channels, width,
     iterations, refinery depth, norm), ``config`` gives the rest (dropout, refinery) and the shape when there are
     no weights (``weights`` None: an untrained network, with a warning). A path that does not exist is an error."""
-    if weights is None or str(weights) in ("", "None", "none"):
+    if optional(weights) is None:
         logger.warning("no weights given: the network is UNTRAINED and its output is meaningless")
         return IterNet(**config)
     state = read_weights(weights)

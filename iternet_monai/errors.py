@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
 import threading
 from types import TracebackType
+from typing import TypeVar
 
 __all__ = [
     "InputError",
     "OutputError",
     "DISK_ERRORS",
     "flag",
+    "optional",
     "error_chain",
     "disk_error",
     "find_input_error",
@@ -34,6 +37,10 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 # How a true/false config key may be written on the command line.
 FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+# How "no value" may be written on the command line, in any case.
+NONE_WORDS = ("", "none")
+
+T = TypeVar("T")
 
 
 class InputError(ValueError):
@@ -55,6 +62,18 @@ def flag(value: object, key: str) -> bool:
     if word not in FLAG_WORDS:
         raise InputError(f"--{key} {value!r} is neither true nor false; pass --{key} true or --{key} false")
     return FLAG_WORDS[word]
+
+
+def optional(value: T) -> T | None:
+    """``value``, or None where it says "no value": None, or a string or path that is empty or ``none`` in any case
+    (``python -m monai.bundle run ... --resume None`` passes the string "None", a config's ``null`` None).
+
+    Args:
+        value: a config value or command-line argument.
+    """
+    if value is None or (isinstance(value, (str, os.PathLike)) and str(value).strip().lower() in NONE_WORDS):
+        return None
+    return value
 
 
 def error_chain(error: BaseException | None) -> list[BaseException]:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .checkpoints import BUNDLE_DIR
 from .data import check_files, inference_items
-from .errors import flag
+from .errors import flag, optional
 from .files import OUTPUT_SUFFIXES, atomic_path, check_writable_folder, file_stem, remove_leftovers, unique_names
 
 __all__ = [
@@ -153,7 +153,7 @@ class VesselMapWriter:
     ) -> None:
         self.output_dir = Path(output_dir)
         self.nifti, self.overwrite = flag(nifti, "nifti"), flag(overwrite, "overwrite")
-        self.write = weights is not None or flag(allow_untrained, "allow_untrained")
+        self.write = optional(weights) is not None or flag(allow_untrained, "allow_untrained")
         self.measure, self.mm_per_pixel = flag(measure, "measure"), mm_per_pixel
         self.measured: list = []
         self.count = 0

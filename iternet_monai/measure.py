@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .biomarkers import CENTRELINE_SIGMA, IMAGE_COLUMNS, SEGMENT_COLUMNS, VesselMeasures, measure_vessels, mm_column
-from .errors import InputError
+from .errors import InputError, optional
 from .files import (
     KNOWN_SUFFIXES,
     OUTPUT_TAGS,
@@ -305,7 +305,7 @@ def parse_rules(settings: Sequence[str]) -> dict[str, QualityRule]:
                 f"of {', '.join(limits)}"
             )
         try:
-            number = None if value.lower() == "none" else float(value)
+            number = None if optional(value) is None else float(value)
         except ValueError:
             raise InputError(f"--qc {setting}: {value!r} is not a number") from None
         rules[measure] = dataclasses.replace(rules[measure], **{limit: number})

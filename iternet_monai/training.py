@@ -35,7 +35,7 @@ from monai.data.utils import set_rnd, worker_init_fn
 from monai.handlers import CheckpointSaver, ValidationHandler
 
 from .checkpoints import CheckpointError, describe_weights, read_checkpoint, save_atomic
-from .errors import InputError, OutputError, disk_error, error_chain, flag
+from .errors import InputError, OutputError, disk_error, error_chain, flag, optional
 from .files import atomic_write_json, check_writable_folder, remove_leftovers
 from .handlers import engine_loss
 
@@ -244,7 +244,7 @@ class TrainingRun:
         self.ckpt_dir, self.output_dir = Path(ckpt_dir), Path(output_dir)
         self.seed, self.checkpoint_steps = int(seed), int(checkpoint_steps or 0)
         self.checkpoint_seconds = float(checkpoint_minutes or 0) * 60
-        self.resume = None if resume in (None, "", "None", "none") else Path(resume)
+        self.resume = None if optional(resume) is None else Path(resume)
         self._resumed_state: dict | None = None
         if self.resume is not None:
             self._resumed_state = read_checkpoint(self.resume)
@@ -270,7 +270,7 @@ class TrainingRun:
         self._previous_handlers: dict[int, Any] = {}
 
     def _choose_name(self, name: str | None) -> str:
-        if name not in (None, "", "None"):
+        if optional(name) is not None:
             name = str(name)
             if not RUN_NAME.match(name):
                 raise InputError(f"run_name '{name}': use letters, digits, '.', '_' and '-' only")
