@@ -34,7 +34,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.data.utils import set_rnd, worker_init_fn
 from monai.handlers import CheckpointSaver, ValidationHandler
 
-from .checkpoints import CheckpointError, describe_weights, read_checkpoint, save_atomic
+from .checkpoints import CheckpointError, check_weights_fit, read_checkpoint, save_atomic
 from .errors import InputError, OutputError, disk_error, error_chain, flag, optional
 from .files import atomic_write_json, check_writable_folder, remove_leftovers
 from .handlers import engine_loss
@@ -446,12 +446,9 @@ class TrainingRun:
         content = self._resumed_state or {}
         network = to_load["model"]
         network = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
-        expected, weights = network.state_dict(), content["model"]
-        if set(weights) != set(expected) or any(weights[k].shape != expected[k].shape for k in expected):
-            raise CheckpointError(
-                f"{self.resume}: the weights are for {describe_weights(weights)} but the network is "
-                f"{describe_weights(expected)}; resume with the network options of the run"
-            )
+        check_weights_fit(
+            content["model"], network.state_dict(), self.resume, "resume with the network options of the run"
+        )
         max_epochs = trainer.state.max_epochs
         restored = {k: v for k, v in to_load.items() if k in content and k != "run"}
         Checkpoint.load_objects(restored, content)
