@@ -35,6 +35,7 @@ from .files import (
     atomic_write_text,
     check_writable_folder,
     file_stem,
+    output_source,
     unique_names,
 )
 from .quality import DEFAULT_RULES, QUALITY_COLUMNS, QualityRule, photograph_fov, quality_flags, quality_measures
@@ -51,8 +52,6 @@ __all__ = [
 ]
 
 TABLES = ("biomarkers.csv", "segments.csv", "quality.csv", "columns.json", "cohort.png")
-# Tags of this project's inference outputs, stripped when files of different folders are paired.
-PAIRING_SUFFIXES = (OUTPUT_TAGS["mask"], OUTPUT_TAGS["probability"])
 # Biomarkers shown in the cohort figure (bookkeeping columns such as the fit range are left out).
 COHORT_COLUMNS = (
     "vessel_area_density",
@@ -312,17 +311,10 @@ def parse_rules(settings: Sequence[str]) -> dict[str, QualityRule]:
     return rules
 
 
-def _pairing_stem(path: Path) -> str:
-    stem = file_stem(path)
-    for suffix in PAIRING_SUFFIXES:
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
-    return stem
-
-
 def _folder_files(folder: str | Path, prefer: str, problems: list[str]) -> dict[str, Path]:
-    """The files of ``folder`` by pairing stem; only ``*<prefer>.<ext>`` files when the folder has any (an
-    inference output folder holds ``_mask``, ``_prob`` and ``_overlay`` files side by side)."""
+    """The files of ``folder`` by the image they belong to (:func:`~iternet_monai.files.output_source`); only
+    ``*<prefer>.<ext>`` files when the folder has any (an inference output folder holds ``_mask``, ``_prob`` and
+    ``_overlay`` files side by side)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
@@ -334,7 +326,7 @@ def _folder_files(folder: str | Path, prefer: str, problems: list[str]) -> dict[
     preferred = [p for p in files if file_stem(p).endswith(prefer)]
     found: dict[str, Path] = {}
     for path in preferred or files:
-        stem = _pairing_stem(path)
+        stem = output_source(path)[0]
         if stem in found:
             problems.append(f"{path}: another file in {folder} has the same name stem ({found[stem].name}); skipped")
             continue

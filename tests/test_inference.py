@@ -22,7 +22,7 @@ from test_bundle import bundle
 
 from iternet_monai.checkpoints import BUNDLE_DIR, CheckpointError
 from iternet_monai.errors import find_input_error, hide_empty_input_summary
-from iternet_monai.files import unique_names
+from iternet_monai.files import output_source, unique_names
 from iternet_monai.inference import InferenceInputs, load_pipeline
 from iternet_monai.inferers import (
     PAPER_OVERLAP,
@@ -161,6 +161,14 @@ def test_output_names_are_unique_per_input():
     assert names[:2] == ["scan.v1", "scan.v2"]
     assert names[2:4] == ["scan_png", "scan_tif"]
     assert unique_names(["x/01_test.tif"]) == ["01_test"]
+
+
+def test_output_files_are_paired_with_their_image_by_name():
+    assert output_source("out/01_test_prob.nii.gz") == ("01_test", "probability")
+    assert output_source("21_training_mask.gif") == ("21_training", "mask")
+    assert output_source("scan.v1_overlay.png") == ("scan.v1", "overlay")
+    assert output_source("01_test.png") == ("01_test", None)
+    assert output_source("_mask.png") == ("_mask", None)
 
 
 def folder_with_bad_files(root):
