@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .data import BUILTIN_DATALISTS, DatalistError, load_datalist, make_datalist
-from .errors import find_input_error
+from .errors import COMMAND_PREFIX, find_input_error, print_problem
 from .files import atomic_write_json, check_evaluation_folder
 
 
@@ -262,14 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError) as err:
-        print(f"iternet-monai: {err}", file=sys.stderr)
-        return 2
     except Exception as err:
         found = find_input_error(err)  # MONAI wraps an error raised while it builds a config item
         if found is None:
             raise
-        print(f"iternet-monai: {found}", file=sys.stderr)
+        print_problem(found, COMMAND_PREFIX)
         return 2
 
 

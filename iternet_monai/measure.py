@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import io
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .biomarkers import CENTRELINE_SIGMA, IMAGE_COLUMNS, SEGMENT_COLUMNS, VesselMeasures, measure_vessels, mm_column
-from .errors import InputError, optional
+from .errors import COMMAND_PREFIX, InputError, optional, print_problem
 from .files import (
     KNOWN_SUFFIXES,
     OUTPUT_TAGS,
@@ -405,13 +404,13 @@ def measure_folders(
     }
     check_outputs(output_dir, list(vessel_maps), overwrite)
     for line in problems:
-        print(f"iternet-monai: {line}", file=sys.stderr)
+        print_problem(line, COMMAND_PREFIX)
     results, failed = [], 0
     for stem, path in vessel_maps.items():
         files = {}
         for kind, found in partners.items():
             if found is not None and stem not in found:
-                print(f"iternet-monai: {path}: no {kind} for {stem}; measured without one", file=sys.stderr)
+                print_problem(f"{path}: no {kind} for {stem}; measured without one", COMMAND_PREFIX)
             elif found is not None:
                 files[kind] = found[stem]
         try:
@@ -431,7 +430,7 @@ def measure_folders(
                 )
             )
         except (InputError, OSError, ValueError) as err:
-            print(f"iternet-monai: {_one_line(err, path, files.values())}", file=sys.stderr)
+            print_problem(_one_line(err, path, files.values()), COMMAND_PREFIX)
             failed += 1
     if results:
         write_results(results, output_dir, mm_per_pixel, rules)

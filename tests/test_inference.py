@@ -21,7 +21,7 @@ from PIL import Image
 from test_bundle import bundle
 
 from iternet_monai.checkpoints import BUNDLE_DIR, CheckpointError
-from iternet_monai.errors import find_input_error, hide_empty_input_summary
+from iternet_monai.errors import InputError, find_input_error, hide_empty_input_summary
 from iternet_monai.files import output_source, unique_names
 from iternet_monai.inference import InferenceInputs, load_pipeline
 from iternet_monai.inferers import (
@@ -187,13 +187,13 @@ def folder_with_bad_files(root):
 
 def test_bad_inputs_are_named_one_line_each_and_the_good_ones_kept(tmp_path, caplog):
     root = folder_with_bad_files(tmp_path / "in")
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.WARNING):
         inputs = InferenceInputs(root, tmp_path / "out")
     assert sorted(os.path.basename(item["image"]) for item in inputs.items) == ["good.png", "rgba.png"]
     named = {line.split(":")[0].rsplit("/", 1)[-1] for line in inputs.problems}
     assert named == {"gray.png", "gray16.png", "corrupt.png", "empty.jpg", "truncated.png", "dangling.png"}
     assert all("\n" not in line for line in inputs.problems)
-    with pytest.raises(SystemExit, match="6 of 8 image"):
+    with pytest.raises(InputError, match="6 of 8 image"):
         inputs.report()
 
 

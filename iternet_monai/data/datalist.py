@@ -227,14 +227,12 @@ def bundle_datalist(
     key: str = "training",
     min_size: int | Sequence[int] | None = None,
 ) -> list[dict]:
-    """:func:`load_datalist` for bundle configs: a bad dataset ends the command with one message, no traceback.
+    """:func:`load_datalist` for bundle configs: its DatalistError ends the command with one message and no
+    traceback (the bundle's ``initialize`` installs :func:`~iternet_monai.errors.report_input_errors`).
 
     ``validation`` may be absent: training then runs without validation, which is logged in one line.
     """
-    try:
-        items = load_datalist(datalist, dataset_dir, key, min_size=min_size, missing_ok=key == "validation")
-    except DatalistError as err:
-        raise SystemExit(f"iternet: {err}") from None
+    items = load_datalist(datalist, dataset_dir, key, min_size=min_size, missing_ok=key == "validation")
     if key == "validation" and not items:
         logger.info(
             f"datalist {datalist} has no '{key}' list: training without validation; "
