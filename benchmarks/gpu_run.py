@@ -254,6 +254,7 @@ def main() -> int:
     import torch
 
     from iternet_monai.files import atomic_write_json
+    from iternet_monai.inferers import PAPER_OVERLAP
     from iternet_monai.training import latest_stats
 
     drive = drive_folder()
@@ -292,7 +293,7 @@ def main() -> int:
     save(weights=shipped)
     weights = out / "model_fp16.pt"
 
-    stride3 = "0.75" if args.smoke else "0.9765625"  # smoke: stride 32 on the CPU, the same steps
+    stride3 = "0.75" if args.smoke else str(PAPER_OVERLAP)  # smoke: stride 32 on the CPU, the same steps
     bundle = [python, "-m", "monai.bundle", "run"]
     evaluations = []
     for mode, overlap in (("whole_image", "0.0"), ("sliding_window", stride3)):

@@ -2,10 +2,10 @@
 
     python benchmarks/onnx_cpu.py --image ../shared/data/DRIVE/test/images/01_test.tif [--ckpt model.pt] [--repeats 5]
 
-Exports the network to ONNX with MONAI's ``convert_to_onnx`` (height and width dynamic), then times one whole-image
-forward pass of the same padded photograph in PyTorch (fp32, channels-last, as inference runs it) and in ONNX Runtime
-(CPUExecutionProvider), alternating the two so that both see the same machine load; prints the medians and the
-largest difference of the logits.
+Exports the network to ONNX with MONAI's ``convert_to_onnx`` (the options of ``inferers.ONNX_EXPORT``), then times
+one whole-image forward pass of the same padded photograph in PyTorch (fp32, channels-last, as inference runs it) and
+in ONNX Runtime (CPUExecutionProvider), alternating the two so that both see the same machine load; prints the
+medians and the largest difference of the logits.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from monai.networks.utils import convert_to_onnx
 from monai.transforms import Compose
 
 from iternet_monai.checkpoints import iternet_for_weights
+from iternet_monai.inferers import ONNX_EXPORT
 from iternet_monai.transforms import fundus_loading
 
 
@@ -40,17 +41,7 @@ def main() -> None:
     padded = torch.nn.functional.pad(image, (0, -height % 16, 0, -width % 16))
     with tempfile.TemporaryDirectory() as folder:
         onnx_file = str(Path(folder) / "iternet.onnx")
-        convert_to_onnx(
-            network,
-            inputs=[padded[..., :64, :64]],
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {2: "width", 3: "height"}, "logits": {2: "width", 3: "height"}},
-            filename=onnx_file,
-            verify=False,
-            opset_version=18,
-            external_data=False,
-        )
+        convert_to_onnx(network, inputs=[padded[..., :64, :64]], filename=onnx_file, verify=False, **ONNX_EXPORT)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = onnxruntime.InferenceSession(onnx_file, options, providers=["CPUExecutionProvider"])
@@ -64,7 +55,7 @@ def main() -> None:
             reference = channels_last(torch_input).numpy()
             torch_time = time.perf_counter() - start
             start = time.perf_counter()
-            logits = session.run(None, {"image": numpy_input})[0]
+            logits = session.run(None, {ONNX_EXPORT["input_names"][0]: numpy_input})[0]
             ort_time = time.perf_counter() - start
             if repeat:
                 times["pytorch"].append(torch_time)

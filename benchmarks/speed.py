@@ -27,7 +27,7 @@ from iternet_monai.data import builtin_datalist, load_datalist
 from iternet_monai.evaluation import model_predictor
 from iternet_monai.files import atomic_write_json
 from iternet_monai.inference import load_pipeline
-from iternet_monai.inferers import STITCHINGS, sliding_window_count
+from iternet_monai.inferers import PAPER_OVERLAP, STITCHINGS, sliding_window_count
 from iternet_monai.losses import IterNetLoss
 from iternet_monai.metrics import pixel_auc
 from iternet_monai.networks import IterNet
@@ -36,7 +36,7 @@ from iternet_monai.transforms import FieldOfViewd, fundus_loading
 MODES = {
     "whole": ("whole_image", 0.0),
     "stride8": ("sliding_window", 1 - 8 / 128),
-    "stride3": ("sliding_window", 1 - 3 / 128),
+    "stride3": ("sliding_window", PAPER_OVERLAP),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, optional
 from .files import atomic_path
 from .networks import IterNet, iternet_shape
 
@@ -26,6 +26,8 @@ __all__ = [
     "read_checkpoint",
     "read_weights",
     "describe_weights",
+    "weights_shape",
+    "check_weights_fit",
     "load_weights",
     "iternet_for_weights",
     "save_atomic",
@@ -100,15 +102,58 @@ def describe_weights(state: Mapping[str, torch.Tensor]) -> str:
     return "IterNet(" + ", ".join(f"{k}={v}" for k, v in shape.items() if defaults.get(k, "-") != v) + ")"
 
 
+def weights_shape(state: Mapping[str, torch.Tensor], source: str | Path) -> dict:
+    """The :class:`IterNet` arguments of the network ``state`` belongs to (:func:`iternet_shape`).
+
+    Args:
+        state: network weights.
+        source: where they come from, named in the error.
+
+    Raises:
+        CheckpointError: naming ``source``, when ``state`` is not an IterNet's.
+    """
+    try:
+        return iternet_shape(state)
+    except (KeyError, IndexError, ValueError):
+        raise CheckpointError(f"{source}: not IterNet weights ({describe_weights(state)})") from None
+
+
+def check_weights_fit(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    source: str | Path | None = None,
+    fix: str = "",
+    strict: bool = True,
+) -> None:
+    """Refuse weights that do not fit a network, in one line naming both network shapes (instead of torch's
+    size-mismatch line per tensor).
+
+    Args:
+        state: the weights to load.
+        expected: the network's own state dict.
+        source: where the weights come from, named first in the error.
+        fix: what to do, appended to the error.
+        strict: also refuse weights with other tensor names (as ``load_state_dict(strict=True)``).
+
+    Raises:
+        CheckpointError: when a tensor of ``state`` has another shape than the network's of that name, or, with
+            ``strict``, the names differ.
+    """
+    if any(key in expected and expected[key].shape != value.shape for key, value in state.items()) or (
+        strict and set(state) != set(expected)
+    ):
+        where = f"{source}: " if source is not None else ""
+        raise CheckpointError(
+            f"{where}the weights are for {describe_weights(state)} but the network is {describe_weights(expected)}"
+            + (f"; {fix}" if fix else "")
+        )
+
+
 def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     """Load the weights of ``path`` into ``network``; weights of another shape fail in one line naming the file
-    and both shapes."""
+    and both shapes (:func:`check_weights_fit`)."""
     state = read_weights(path)
-    expected = network.state_dict()
-    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-        raise CheckpointError(
-            f"{path}: the weights are for {describe_weights(state)} but the network is {describe_weights(expected)}"
-        )
+    check_weights_fit(state, network.state_dict(), path)
     network.load_state_dict(state)
     return network
 
@@ -117,14 +162,11 @@ def iternet_for_weights(weights: str | Path | None = None, **config: Any) -> Ite
     """An IterNet for ``weights`` with them loaded: the weights define the network's shape (channels, width,
     iterations, refinery depth, norm), ``config`` gives the rest (dropout, refinery) and the shape when there are
     no weights (``weights`` None: an untrained network, with a warning). A path that does not exist is an error."""
-    if weights is None or str(weights) in ("", "None", "none"):
+    if optional(weights) is None:
         logger.warning("no weights given: the network is UNTRAINED and its output is meaningless")
         return IterNet(**config)
     state = read_weights(weights)
-    try:
-        shape = iternet_shape(state)
-    except (KeyError, IndexError, ValueError):
-        raise CheckpointError(f"{weights}: not IterNet weights ({describe_weights(state)})") from None
+    shape = weights_shape(state, weights)
     differs = {k: (v, config[k]) for k, v in shape.items() if k in config and config[k] != v}
     if differs:
         logger.info(

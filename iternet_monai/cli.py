@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .data import BUILTIN_DATALISTS, DatalistError, load_datalist, make_datalist
-from .errors import find_input_error
+from .errors import COMMAND_PREFIX, find_input_error, print_problem
 from .files import atomic_write_json, check_evaluation_folder
 
 
@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "whole_image", "sliding_window"),
         help="with --ckpt: auto = sliding window on CUDA, whole image on CPU",
     )
-    ev.add_argument("--sw-overlap", type=float, default=0.9765625, help="sliding-window overlap (1-3/128: stride 3)")
+    ev.add_argument(
+        "--sw-overlap", type=float, help="sliding-window overlap (default: the bundle's, 1-3/128: the paper's stride 3)"
+    )
     ev.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the bundle's, 256)")
     ev.add_argument("--tta", action="store_true", help="with --ckpt: flip averaging (4 passes; see inference)")
     ev.add_argument(
@@ -265,14 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError) as err:
-        print(f"iternet-monai: {err}", file=sys.stderr)
-        return 2
     except Exception as err:
         found = find_input_error(err)  # MONAI wraps an error raised while it builds a config item
         if found is None:
             raise
-        print(f"iternet-monai: {found}", file=sys.stderr)
+        print_problem(found, COMMAND_PREFIX)
         return 2
 
 

@@ -3,30 +3,40 @@ traceback.
 
 Every error about the user's input is an :class:`InputError`. The ``iternet-monai`` command catches it; bundle
 runs (``python -m monai.bundle run ...``) call :func:`report_input_errors` in ``initialize``, because MONAI wraps an
-error raised while a config item is built in its own ``RuntimeError``, which would otherwise print 50+ lines. They
-also call :func:`hide_empty_input_summary`, so a run without overrides does not print MONAI's empty summary.
+error raised while a config item is built in its own ``RuntimeError``, which would otherwise print 50+ lines. Both
+print it with :func:`print_problem`, as the command does for a file it skips and goes on without. Bundle runs also
+call :func:`hide_empty_input_summary`, so a run without overrides does not print MONAI's empty summary.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
 import threading
 from types import TracebackType
+from typing import TypeVar
 
 __all__ = [
     "InputError",
     "OutputError",
     "DISK_ERRORS",
     "flag",
+    "optional",
     "error_chain",
     "disk_error",
     "find_input_error",
+    "BUNDLE_PREFIX",
+    "COMMAND_PREFIX",
+    "print_problem",
     "report_input_errors",
     "hide_empty_input_summary",
 ]
 
+# What a problem's line starts with in bundle runs and in the iternet-monai command.
+BUNDLE_PREFIX = "iternet"
+COMMAND_PREFIX = "iternet-monai"
 # The logger on which MONAI's StatsHandler logs an engine's error with its traceback.
 STATS_LOGGER = "monai.handlers.StatsHandler"
 # Errors of a write that say the disk cannot take the file, whatever the writer: full, over quota, too large, read-only.
@@ -34,6 +44,10 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 # How a true/false config key may be written on the command line.
 FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+# How "no value" may be written on the command line, in any case.
+NONE_WORDS = ("", "none")
+
+T = TypeVar("T")
 
 
 class InputError(ValueError):
@@ -55,6 +69,18 @@ def flag(value: object, key: str) -> bool:
     if word not in FLAG_WORDS:
         raise InputError(f"--{key} {value!r} is neither true nor false; pass --{key} true or --{key} false")
     return FLAG_WORDS[word]
+
+
+def optional(value: T) -> T | None:
+    """``value``, or None where it says "no value": None, or a string or path that is empty or ``none`` in any case
+    (``python -m monai.bundle run ... --resume None`` passes the string "None", a config's ``null`` None).
+
+    Args:
+        value: a config value or command-line argument.
+    """
+    if value is None or (isinstance(value, (str, os.PathLike)) and str(value).strip().lower() in NONE_WORDS):
+        return None
+    return value
 
 
 def error_chain(error: BaseException | None) -> list[BaseException]:
@@ -82,7 +108,17 @@ def find_input_error(error: BaseException | None) -> InputError | None:
     return found
 
 
-def report_input_errors(prefix: str = "iternet") -> None:
+def print_problem(problem: object, prefix: str = BUNDLE_PREFIX) -> None:
+    """Print ``<prefix>: <problem>`` on stderr, the one way an input problem reaches the user.
+
+    Args:
+        problem: an :class:`InputError`, or the line of a file that was skipped.
+        prefix: :data:`BUNDLE_PREFIX` or :data:`COMMAND_PREFIX`.
+    """
+    print(f"{prefix}: {problem}", file=sys.stderr)
+
+
+def report_input_errors(prefix: str = BUNDLE_PREFIX) -> None:
     """Make an uncaught error whose chain holds an :class:`InputError` (or a write the disk refused) print
     ``<prefix>: <message>`` alone on stderr (exit status 1); any other error keeps its full traceback. Such an
     error is not printed with its traceback where a library logs it on the way (MONAI's ``StatsHandler``) or where a
@@ -106,7 +142,7 @@ def report_input_errors(prefix: str = "iternet") -> None:
         if found is None:
             previous(kind, error, traceback)
         else:
-            print(f"{prefix}: {found}", file=sys.stderr)
+            print_problem(found, prefix)
 
     hook.reports_input_errors = True  # type: ignore[attr-defined]
     sys.excepthook = hook

@@ -25,7 +25,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from tqdm import tqdm
 
 from .errors import InputError
-from .files import OUTPUT_TAGS, atomic_path, atomic_write_json, check_evaluation_folder, file_stem, remove_leftovers
+from .files import atomic_path, atomic_write_json, check_evaluation_folder, file_stem, output_source, remove_leftovers
 from .metrics import POOLED_METRICS, PixelAUCMetric, ThresholdMetric, protocol_metrics, protocol_rules
 from .transforms import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
 
@@ -106,16 +106,16 @@ def is_binary_map(array: np.ndarray) -> bool:
     return bool(np.isin(array, (0.0, 1.0)).all())
 
 
-# How evaluation ranks inference's outputs of one image: the probability map first, the binary mask next, other
-# names (2) after, the overlay (a colour picture) last.
-ROLE_OF_OUTPUT = {"probability": 0, "mask": 1, "overlay": 3}
+# How evaluation ranks inference's outputs of one image: a map of the image's own name or its probability map
+# first, the binary mask next, other names (2) after, the overlay (a colour picture) last.
+ROLE_OF_OUTPUT = {None: 0, "probability": 0, "mask": 1, "overlay": 3}
 
 
 def _rank(path: Path, stem: str) -> tuple[int, int]:
     """Which of an image's candidate maps to read: its own name or ``_prob`` first, then ``_mask`` (binary), then
     other names, ``_overlay`` (a colour picture) last; among equals the most precise format."""
-    roles = {stem: 0, **{stem + OUTPUT_TAGS[kind]: role for kind, role in ROLE_OF_OUTPUT.items()}}
-    role = roles.get(file_stem(path), 2)
+    source, kind = output_source(path)
+    role = ROLE_OF_OUTPUT[kind] if source == stem else 2
     suffix = next(s for s in FORMAT_PREFERENCE if path.name.lower().endswith(s))
     return role, FORMAT_PREFERENCE.index(suffix)
 

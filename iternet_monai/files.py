@@ -27,6 +27,7 @@ __all__ = [
     "OUTPUT_SUFFIXES",
     "file_suffix",
     "file_stem",
+    "output_source",
     "unique_names",
     "atomic_path",
     "atomic_write_text",
@@ -59,6 +60,22 @@ def file_stem(path: str | Path) -> str:
     name = Path(path).name
     suffix = file_suffix(name)
     return name[: -len(suffix)] if suffix else Path(name).stem
+
+
+def output_source(path: str | Path) -> tuple[str, str | None]:
+    """The name of the image a file belongs to and which of inference's outputs it is (a key of
+    :data:`OUTPUT_TAGS`), read from its stem: ``01_test_prob.png`` -> ``("01_test", "probability")``,
+    ``21_training_mask.gif`` -> ``("21_training", "mask")``; a file without a tag is its own image's:
+    ``01_test.png`` -> ``("01_test", None)``. This is how files of different folders are paired.
+
+    Args:
+        path: a file name or path.
+    """
+    stem = file_stem(path)
+    for kind, tag in OUTPUT_TAGS.items():
+        if stem.endswith(tag) and len(stem) > len(tag):
+            return stem[: -len(tag)], kind
+    return stem, None
 
 
 def unique_names(paths: Sequence[str | Path]) -> list[str]:

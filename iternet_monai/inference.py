@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .checkpoints import BUNDLE_DIR
 from .data import check_files, inference_items
-from .errors import flag
+from .errors import InputError, flag, optional
 from .files import OUTPUT_SUFFIXES, atomic_path, check_writable_folder, file_stem, remove_leftovers, unique_names
 
 __all__ = [
@@ -70,7 +70,7 @@ class InferenceInputs:
         candidates = self._without_own_outputs(candidates)
         good, self.problems = check_files(candidates, keys=("image",), min_size=min_size, max_pixels=max_pixels)
         for problem in self.problems:
-            logger.error(problem)
+            logger.warning(f"skipping {problem}")
         names = unique_names([item["image"] for item in good])
         self.items: list[dict] = []
         existing, incomplete = [], []
@@ -109,10 +109,10 @@ class InferenceInputs:
         return kept
 
     def report(self) -> None:
-        """Raise SystemExit (non-zero) naming the bad inputs, if there were any."""
+        """Raise an InputError naming the bad inputs, one line each, if there were any."""
         if self.problems:
             lines = "\n  ".join(self.problems)
-            raise SystemExit(f"{len(self.problems)} of {self.total} image(s) could not be segmented:\n  {lines}")
+            raise InputError(f"{len(self.problems)} of {self.total} image(s) could not be segmented:\n  {lines}")
 
 
 def overlay(
@@ -153,7 +153,7 @@ class VesselMapWriter:
     ) -> None:
         self.output_dir = Path(output_dir)
         self.nifti, self.overwrite = flag(nifti, "nifti"), flag(overwrite, "overwrite")
-        self.write = weights is not None or flag(allow_untrained, "allow_untrained")
+        self.write = optional(weights) is not None or flag(allow_untrained, "allow_untrained")
         self.measure, self.mm_per_pixel = flag(measure, "measure"), mm_per_pixel
         self.measured: list = []
         self.count = 0

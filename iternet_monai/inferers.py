@@ -29,6 +29,8 @@ from tqdm import tqdm
 from .errors import InputError, flag
 
 __all__ = [
+    "PAPER_OVERLAP",
+    "ONNX_EXPORT",
     "INFERENCE_MODES",
     "BACKENDS",
     "STITCHINGS",
@@ -44,6 +46,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# The paper's inference: 128x128 windows at stride 3, i.e. an overlap of 1 - 3/128 (0.9765625).
+PAPER_OVERLAP = 1 - 3 / 128
+# MONAI's convert_to_onnx options of every ONNX export: input and output named, width and height dynamic, one file.
+ONNX_EXPORT: dict[str, Any] = {
+    "input_names": ["image"],
+    "output_names": ["logits"],
+    "dynamic_axes": {"image": {0: "batch", 2: "width", 3: "height"}, "logits": {0: "batch", 2: "width", 3: "height"}},
+    "opset_version": 18,
+    "external_data": False,
+}
 INFERENCE_MODES = ("auto", "sliding_window", "whole_image")
 BACKENDS = ("auto", "pytorch", "onnxruntime")
 STITCHINGS = ("batched", "monai")
@@ -218,7 +230,7 @@ def make_inferer(
     mode: str = "auto",
     device: torch.device | str = "cpu",
     roi_size: Sequence[int] = (128, 128),
-    overlap: float = 0.9765625,
+    overlap: float = PAPER_OVERLAP,
     sw_batch_size: int = 64,
     tta: bool = False,
     buffer_steps: int | None = None,
@@ -249,7 +261,7 @@ def make_inferer(
     return FlipAveragingInferer(inferer) if tta else inferer
 
 
-def sliding_window_count(height: int, width: int, roi: int = 128, overlap: float = 0.9765625) -> int:
+def sliding_window_count(height: int, width: int, roi: int = 128, overlap: float = PAPER_OVERLAP) -> int:
     """Windows MONAI's sliding window runs over an image (22,491 for DRIVE at stride 3)."""
     stride = max(1, int(roi * (1 - overlap)))
     return math.prod(math.ceil((size - roi) / stride) + 1 for size in (height, width))
@@ -275,7 +287,7 @@ def _quiet_exporter() -> Iterator[None]:
 class OnnxRuntimeNetwork(torch.nn.Module):
     """``network`` run by ONNX Runtime on the CPU: ``backend="onnxruntime"``, and ``auto``'s choice on a CPU where
     ONNX Runtime is installed (faster than PyTorch there, same output within 1e-4: docs/benchmarks.md). The ONNX
-    file is exported once per weights with MONAI's ``convert_to_onnx`` (height and width dynamic) and kept in
+    file is exported once per weights with MONAI's ``convert_to_onnx`` (:data:`ONNX_EXPORT`) and kept in
     ``cache_dir``."""
 
     def __init__(self, network: torch.nn.Module, cache_dir: str | Path | None = None) -> None:
@@ -284,7 +296,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
 
         from .files import atomic_path
 
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(repr(ONNX_EXPORT).encode())  # new export settings, a new file
         for name, tensor in sorted(network.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -295,19 +307,16 @@ class OnnxRuntimeNetwork(torch.nn.Module):
 
             logger.info(f"exporting the network to ONNX once: {path}")
             folder.mkdir(parents=True, exist_ok=True)
-            sample = torch.rand(1, next(network.parameters()).shape[1], 64, 64)
+            # a batch of 2: the exporter would fix a dimension of 1 as a constant (windows come in batches)
+            sample = torch.rand(2, next(network.parameters()).shape[1], 64, 64)
             with atomic_path(path) as temporary, _quiet_exporter():
                 convert_to_onnx(
                     network.cpu().eval(),
                     inputs=[sample],
-                    input_names=["image"],
-                    output_names=["logits"],
-                    dynamic_axes={"image": {2: "width", 3: "height"}, "logits": {2: "width", 3: "height"}},
                     filename=str(temporary),
                     verify=False,
-                    opset_version=18,
-                    external_data=False,
                     verbose=False,
+                    **ONNX_EXPORT,
                 )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
@@ -315,7 +324,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         image = torch.as_tensor(x).detach().float().cpu().contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {"image": image})[0])
+        return torch.from_numpy(self.session.run(None, {ONNX_EXPORT["input_names"][0]: image})[0])
 
 
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:

@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import io
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .biomarkers import CENTRELINE_SIGMA, IMAGE_COLUMNS, SEGMENT_COLUMNS, VesselMeasures, measure_vessels, mm_column
-from .errors import InputError
+from .errors import COMMAND_PREFIX, InputError, optional, print_problem
 from .files import (
     KNOWN_SUFFIXES,
     OUTPUT_TAGS,
@@ -35,6 +34,7 @@ from .files import (
     atomic_write_text,
     check_writable_folder,
     file_stem,
+    output_source,
     unique_names,
 )
 from .quality import DEFAULT_RULES, QUALITY_COLUMNS, QualityRule, photograph_fov, quality_flags, quality_measures
@@ -51,8 +51,6 @@ __all__ = [
 ]
 
 TABLES = ("biomarkers.csv", "segments.csv", "quality.csv", "columns.json", "cohort.png")
-# Tags of this project's inference outputs, stripped when files of different folders are paired.
-PAIRING_SUFFIXES = (OUTPUT_TAGS["mask"], OUTPUT_TAGS["probability"])
 # Biomarkers shown in the cohort figure (bookkeeping columns such as the fit range are left out).
 COHORT_COLUMNS = (
     "vessel_area_density",
@@ -305,24 +303,17 @@ def parse_rules(settings: Sequence[str]) -> dict[str, QualityRule]:
                 f"of {', '.join(limits)}"
             )
         try:
-            number = None if value.lower() == "none" else float(value)
+            number = None if optional(value) is None else float(value)
         except ValueError:
             raise InputError(f"--qc {setting}: {value!r} is not a number") from None
         rules[measure] = dataclasses.replace(rules[measure], **{limit: number})
     return rules
 
 
-def _pairing_stem(path: Path) -> str:
-    stem = file_stem(path)
-    for suffix in PAIRING_SUFFIXES:
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
-    return stem
-
-
 def _folder_files(folder: str | Path, prefer: str, problems: list[str]) -> dict[str, Path]:
-    """The files of ``folder`` by pairing stem; only ``*<prefer>.<ext>`` files when the folder has any (an
-    inference output folder holds ``_mask``, ``_prob`` and ``_overlay`` files side by side)."""
+    """The files of ``folder`` by the image they belong to (:func:`~iternet_monai.files.output_source`); only
+    ``*<prefer>.<ext>`` files when the folder has any (an inference output folder holds ``_mask``, ``_prob`` and
+    ``_overlay`` files side by side)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
@@ -334,7 +325,7 @@ def _folder_files(folder: str | Path, prefer: str, problems: list[str]) -> dict[
     preferred = [p for p in files if file_stem(p).endswith(prefer)]
     found: dict[str, Path] = {}
     for path in preferred or files:
-        stem = _pairing_stem(path)
+        stem = output_source(path)[0]
         if stem in found:
             problems.append(f"{path}: another file in {folder} has the same name stem ({found[stem].name}); skipped")
             continue
@@ -413,13 +404,13 @@ def measure_folders(
     }
     check_outputs(output_dir, list(vessel_maps), overwrite)
     for line in problems:
-        print(f"iternet-monai: {line}", file=sys.stderr)
+        print_problem(line, COMMAND_PREFIX)
     results, failed = [], 0
     for stem, path in vessel_maps.items():
         files = {}
         for kind, found in partners.items():
             if found is not None and stem not in found:
-                print(f"iternet-monai: {path}: no {kind} for {stem}; measured without one", file=sys.stderr)
+                print_problem(f"{path}: no {kind} for {stem}; measured without one", COMMAND_PREFIX)
             elif found is not None:
                 files[kind] = found[stem]
         try:
@@ -439,7 +430,7 @@ def measure_folders(
                 )
             )
         except (InputError, OSError, ValueError) as err:
-            print(f"iternet-monai: {_one_line(err, path, files.values())}", file=sys.stderr)
+            print_problem(_one_line(err, path, files.values()), COMMAND_PREFIX)
             failed += 1
     if results:
         write_results(results, output_dir, mm_per_pixel, rules)

@@ -44,10 +44,10 @@ def setup_app(app_dir: str | Path, bundle: str | Path) -> Path:
     whose ``models/`` may hold fine-tuned weights. Returns the app folder."""
     app, bundle = Path(app_dir), Path(bundle)
     if not (bundle / "configs" / "inference.json").is_file():
-        raise FileNotFoundError(f"{bundle} is not a bundle folder (no configs/inference.json)")
+        raise InputError(f"{bundle} is not a bundle folder (no configs/inference.json); pass --bundle with one")
     target = app / "model" / "iternet"
     if target.exists():
-        raise FileExistsError(f"{target} exists; remove it to install the bundle again (its models/ would be lost)")
+        raise InputError(f"{target} exists; remove it to install the bundle again (its models/ would be lost)")
     ignore = shutil.ignore_patterns("eval", "predictions", "previous", "replaced", "*.ts", "*.onnx")
     shutil.copytree(bundle, target, symlinks=False, ignore=ignore)
     (target / "models").mkdir(exist_ok=True)
@@ -85,20 +85,20 @@ def convert_studies(source: str | Path, target: str | Path, overwrite: bool = Fa
     exists, unless ``overwrite``."""
     source, target = Path(source), Path(target)
     if not source.is_dir():
-        raise FileNotFoundError(f"study folder {source} does not exist")
+        raise InputError(f"study folder {source} does not exist; give the folder of photographs to copy")
     photos = [
         p
         for p in sorted(source.iterdir())
         if p.is_file() and not p.name.startswith(".") and file_suffix(p) in PHOTO_SUFFIXES
     ]
     if not photos:
-        raise FileNotFoundError(f"no photographs ({', '.join(PHOTO_SUFFIXES)}) in {source}")
+        raise InputError(f"no photographs ({', '.join(PHOTO_SUFFIXES)}) in {source}")
     outputs = [
         target / f"{n}{COPIED_SUFFIXES.get(file_suffix(p), '.png')}" for p, n in zip(photos, unique_names(photos))
     ]
     existing = [str(out) for out in outputs if out.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{len(existing)} file(s) exist, e.g. {existing[0]}; pass --overwrite to replace them")
+        raise InputError(f"{len(existing)} file(s) exist, e.g. {existing[0]}; pass --overwrite to replace them")
     target.mkdir(parents=True, exist_ok=True)
     for path, out in zip(photos, outputs):
         with atomic_path(out) as temporary:

@@ -35,9 +35,8 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from . import __version__
-from .checkpoints import CheckpointError, read_weights
+from .checkpoints import CheckpointError, read_weights, weights_shape
 from .data import check_files
-from .networks import iternet_shape
 from .training import latest_stats
 
 __all__ = ["BUNDLE_NAME", "LABELS", "VesselDatastore", "VesselInferTask", "VesselTrainTask", "IterNetApp"]
@@ -105,9 +104,9 @@ class VesselTrainTask(BundleTrainTask):
         weights = Path(self.bundle_path) / "models" / "model.pt"
         if weights.is_file():
             try:
-                shape = iternet_shape(read_weights(weights))
-            except (CheckpointError, KeyError) as error:
-                raise HTTPException(status_code=422, detail=f"cannot fine-tune {weights}: {error}") from None
+                shape = weights_shape(read_weights(weights), weights)
+            except CheckpointError as error:
+                raise HTTPException(status_code=422, detail=f"cannot fine-tune: {error}") from None
             overrides.update({f"network_def#{key}": value for key, value in shape.items()})
         n_train = len(overrides.get(self.const.key_train_dataset_data(), []))
         if n_train == 0:

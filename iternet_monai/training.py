@@ -34,8 +34,8 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.data.utils import set_rnd, worker_init_fn
 from monai.handlers import CheckpointSaver, ValidationHandler
 
-from .checkpoints import CheckpointError, describe_weights, read_checkpoint, save_atomic
-from .errors import InputError, OutputError, disk_error, error_chain, flag
+from .checkpoints import CheckpointError, check_weights_fit, read_checkpoint, save_atomic
+from .errors import InputError, OutputError, disk_error, error_chain, flag, optional
 from .files import atomic_write_json, check_writable_folder, remove_leftovers
 from .handlers import engine_loss
 
@@ -244,7 +244,7 @@ class TrainingRun:
         self.ckpt_dir, self.output_dir = Path(ckpt_dir), Path(output_dir)
         self.seed, self.checkpoint_steps = int(seed), int(checkpoint_steps or 0)
         self.checkpoint_seconds = float(checkpoint_minutes or 0) * 60
-        self.resume = None if resume in (None, "", "None", "none") else Path(resume)
+        self.resume = None if optional(resume) is None else Path(resume)
         self._resumed_state: dict | None = None
         if self.resume is not None:
             self._resumed_state = read_checkpoint(self.resume)
@@ -270,7 +270,7 @@ class TrainingRun:
         self._previous_handlers: dict[int, Any] = {}
 
     def _choose_name(self, name: str | None) -> str:
-        if name not in (None, "", "None"):
+        if optional(name) is not None:
             name = str(name)
             if not RUN_NAME.match(name):
                 raise InputError(f"run_name '{name}': use letters, digits, '.', '_' and '-' only")
@@ -446,12 +446,9 @@ class TrainingRun:
         content = self._resumed_state or {}
         network = to_load["model"]
         network = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
-        expected, weights = network.state_dict(), content["model"]
-        if set(weights) != set(expected) or any(weights[k].shape != expected[k].shape for k in expected):
-            raise CheckpointError(
-                f"{self.resume}: the weights are for {describe_weights(weights)} but the network is "
-                f"{describe_weights(expected)}; resume with the network options of the run"
-            )
+        check_weights_fit(
+            content["model"], network.state_dict(), self.resume, "resume with the network options of the run"
+        )
         max_epochs = trainer.state.max_epochs
         restored = {k: v for k, v in to_load.items() if k in content and k != "run"}
         Checkpoint.load_objects(restored, content)

@@ -21,6 +21,8 @@ from monai.transforms import (
 from PIL import Image
 from scipy import ndimage
 
+from .errors import InputError
+
 __all__ = [
     "to_rgb",
     "to_gray",
@@ -74,12 +76,12 @@ class CheckFundusd(MapTransform):
         image = d[self.image_key]
         if image.shape[0] != self.channels:
             kind = "a grayscale" if image.shape[0] == 1 else f"a {image.shape[0]}-channel"
-            raise ValueError(
+            raise InputError(
                 f"{source_name(d, self.image_key)}: {kind} image; IterNet needs {self.channels}-channel RGB photographs"
             )
         for key in self.key_iterator(d):
             if tuple(d[key].shape[1:]) != tuple(image.shape[1:]):
-                raise ValueError(
+                raise InputError(
                     f"{source_name(d, key)}: {key} size {tuple(d[key].shape[1:])} differs from its image "
                     f"{source_name(d, self.image_key)} {tuple(image.shape[1:])}"
                 )

@@ -321,7 +321,7 @@ def test_a_datalist_without_validation_trains_without_it(one_item, caplog):
     with caplog.at_level(logging.INFO):
         assert bundle_datalist(datalist, root, "validation") == []
     assert "has no 'validation' list: training without validation" in caplog.text
-    with pytest.raises(SystemExit, match="no non-empty list 'testing'"):
+    with pytest.raises(DatalistError, match="no non-empty list 'testing'"):
         bundle_datalist(datalist, root, "testing")
 
 

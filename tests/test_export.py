@@ -8,14 +8,11 @@ from monai.transforms import Compose
 from test_bundle import bundle
 
 from iternet_monai.checkpoints import iternet_for_weights
+from iternet_monai.inferers import ONNX_EXPORT
 from iternet_monai.networks import IterNet
 from iternet_monai.transforms import fundus_loading
 
 INFERENCE = "bundles/iternet/configs/inference.json"
-ONNX_OPTIONS = (
-    "{'dynamic_axes': {'image': {2: 'width', 3: 'height'}, 'logits': {2: 'width', 3: 'height'}}, "
-    "'input_names': ['image'], 'output_names': ['logits'], 'opset_version': 18, 'external_data': False}"
-)
 
 
 @pytest.fixture
@@ -52,8 +49,8 @@ def test_onnx_export_matches_eager_on_a_drive_photo_of_any_size(weights_and_phot
     weights, photo, eager = weights_and_photo
     result = bundle(
         "onnx_export", "network_def", "--config_file", INFERENCE, "--ckpt_file", str(weights),
-        "--ckpt_path", str(weights), "--filepath", str(tmp_path / "model.onnx"), "--input_shape", "[1,3,64,64]",
-        "--converter_kwargs", ONNX_OPTIONS,
+        "--ckpt_path", str(weights), "--filepath", str(tmp_path / "model.onnx"), "--input_shape", "[2,3,64,64]",
+        "--converter_kwargs", repr(ONNX_EXPORT),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -21,10 +21,11 @@ from PIL import Image
 from test_bundle import bundle
 
 from iternet_monai.checkpoints import BUNDLE_DIR, CheckpointError
-from iternet_monai.errors import find_input_error, hide_empty_input_summary
-from iternet_monai.files import unique_names
+from iternet_monai.errors import InputError, find_input_error, hide_empty_input_summary
+from iternet_monai.files import output_source, unique_names
 from iternet_monai.inference import InferenceInputs, load_pipeline
 from iternet_monai.inferers import (
+    PAPER_OVERLAP,
     BatchedSlidingWindowInferer,
     FlipAveragingInferer,
     WholeImageInferer,
@@ -66,7 +67,7 @@ def test_whole_image_and_windowed_paths_agree_for_a_position_independent_network
     ("shape", "roi", "overlap", "sw_batch_size"),
     [
         ((1, 3, 200, 170), (64, 64), 0.5, 7),  # the last row and column of windows moved to the edge
-        ((2, 3, 131, 140), (128, 128), 1 - 3 / 128, 64),  # two images; the paper's stride 3
+        ((2, 3, 131, 140), (128, 128), PAPER_OVERLAP, 64),  # two images; the paper's stride 3
         ((1, 3, 128, 300), (128, 96), 0.25, 3),  # the window as tall as the image; not square
         ((1, 3, 96, 96), (32, 32), 0.5, 1000),  # a regular grid; every window in one batch
     ],
@@ -162,6 +163,14 @@ def test_output_names_are_unique_per_input():
     assert unique_names(["x/01_test.tif"]) == ["01_test"]
 
 
+def test_output_files_are_paired_with_their_image_by_name():
+    assert output_source("out/01_test_prob.nii.gz") == ("01_test", "probability")
+    assert output_source("21_training_mask.gif") == ("21_training", "mask")
+    assert output_source("scan.v1_overlay.png") == ("scan.v1", "overlay")
+    assert output_source("01_test.png") == ("01_test", None)
+    assert output_source("_mask.png") == ("_mask", None)
+
+
 def folder_with_bad_files(root):
     image, _ = fundus_like(48, 64)
     write_image(root / "good.png", image)
@@ -178,13 +187,13 @@ def folder_with_bad_files(root):
 
 def test_bad_inputs_are_named_one_line_each_and_the_good_ones_kept(tmp_path, caplog):
     root = folder_with_bad_files(tmp_path / "in")
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.WARNING):
         inputs = InferenceInputs(root, tmp_path / "out")
     assert sorted(os.path.basename(item["image"]) for item in inputs.items) == ["good.png", "rgba.png"]
     named = {line.split(":")[0].rsplit("/", 1)[-1] for line in inputs.problems}
     assert named == {"gray.png", "gray16.png", "corrupt.png", "empty.jpg", "truncated.png", "dangling.png"}
     assert all("\n" not in line for line in inputs.problems)
-    with pytest.raises(SystemExit, match="6 of 8 image"):
+    with pytest.raises(InputError, match="6 of 8 image"):
         inputs.report()
 
 

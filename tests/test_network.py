@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from iternet_monai.checkpoints import CheckpointError, load_weights, weights_shape
 from iternet_monai.networks import REFINERIES, IterNet, MiniUNet, register_refinery
 
 
@@ -104,3 +105,19 @@ def test_torchscript_matches_eager():
     net = IterNet(features=4).eval()
     x = torch.rand(1, 3, 32, 48)
     assert torch.allclose(torch.jit.script(net)(x), net(x))
+
+
+def test_weights_of_another_shape_are_refused_in_one_line_naming_both_shapes(tmp_path):
+    small = IterNet(features=4).state_dict()
+    both = r"the weights are for IterNet\(features=4, iterations=3, depth=2\) but the network is IterNet\(features=32"
+    with pytest.raises(CheckpointError, match=rf"^{both}.*; build the network from the weights"):
+        IterNet().load_state_dict(small)
+    with pytest.raises(CheckpointError, match="^the weights are for a network of 1 tensors that is not an IterNet"):
+        IterNet(features=4).load_state_dict({"head.bias": small["head.bias"]})
+    IterNet(features=4).load_state_dict({"head.bias": small["head.bias"]}, strict=False)
+    torch.save(small, tmp_path / "small.pt")
+    with pytest.raises(CheckpointError, match=rf"small.pt: {both}"):
+        load_weights(IterNet(), tmp_path / "small.pt")
+    assert weights_shape(small, "small.pt")["features"] == 4
+    with pytest.raises(CheckpointError, match=r"^other.pt: not IterNet weights \(a network of 1 tensors"):
+        weights_shape({"x": torch.zeros(1)}, "other.pt")

@@ -263,6 +263,15 @@ def test_a_bad_checkpoint_to_resume_fails_in_one_line_naming_it(tmp_path):
         assert "\n" not in str(error.value)
 
 
+def test_a_checkpoint_of_another_network_shape_fails_in_one_line_naming_both(tmp_path):
+    run, _, _ = synthetic_run(tmp_path, epochs=1)
+    content = read_checkpoint(run.checkpoint_dir / f"checkpoint_iteration={STEPS}.pt")
+    content["model"]["0.weight"] = torch.zeros(4, 3, 3, 3)
+    torch.save(content, tmp_path / "wider.pt")
+    with pytest.raises(CheckpointError, match=r"^\S*wider.pt: the weights are for .*; resume with the network options"):
+        synthetic_run(tmp_path, epochs=2, resume=tmp_path / "wider.pt")
+
+
 def test_a_checkpoint_beyond_the_epochs_asked_for_is_one_line(tmp_path):
     run, _, _ = synthetic_run(tmp_path, epochs=2)
     with pytest.raises(InputError, match="beyond the 1 epochs asked for: pass a larger --epochs"):

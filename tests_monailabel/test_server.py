@@ -21,6 +21,7 @@ import requests
 import torch
 from PIL import Image
 
+from iternet_monai.inferers import PAPER_OVERLAP
 from iternet_monai.monailabel import convert_studies, server_command, setup_app
 from iternet_monai.networks import IterNet
 
@@ -110,7 +111,7 @@ def test_info_lists_a_2d_vessel_model_with_one_mode_and_overlap(server):
     model = info["models"]["iternet"]
     assert model["dimension"] == 2
     assert model["labels"] == {"vessel": 1}
-    assert model["config"]["mode"] == "auto" and model["config"]["sw_overlap"] == 0.9765625
+    assert model["config"]["mode"] == "auto" and model["config"]["sw_overlap"] == PAPER_OVERLAP
     assert model["config"]["tta"] is False
     assert info["trainers"]["iternet"]["config"]["model_filename"] == ["model.pt"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import InputError
+from ..errors import InputError, optional
 from ..files import PHOTO_SUFFIXES, file_stem, file_suffix
 
 BUILTIN_DATALISTS = ("drive", "chase_db1", "chase_db1_oliveira_fov", "stare")
@@ -194,7 +194,7 @@ def load_datalist(
     training instead of failing on the first bad image hours later. With ``missing_ok``, a datalist without the
     list ``key`` gives ``[]``.
     """
-    if dataset_dir is None or str(dataset_dir) in ("", "None"):
+    if optional(dataset_dir) is None:
         raise DatalistError(
             "no dataset folder given: pass --dataset_dir /path/to/DRIVE (the folder the datalist's paths are "
             f"relative to) and, for another dataset, --datalist (built in: {', '.join(BUILTIN_DATALISTS)})"
@@ -227,14 +227,12 @@ def bundle_datalist(
     key: str = "training",
     min_size: int | Sequence[int] | None = None,
 ) -> list[dict]:
-    """:func:`load_datalist` for bundle configs: a bad dataset ends the command with one message, no traceback.
+    """:func:`load_datalist` for bundle configs: its DatalistError ends the command with one message and no
+    traceback (the bundle's ``initialize`` installs :func:`~iternet_monai.errors.report_input_errors`).
 
     ``validation`` may be absent: training then runs without validation, which is logged in one line.
     """
-    try:
-        items = load_datalist(datalist, dataset_dir, key, min_size=min_size, missing_ok=key == "validation")
-    except DatalistError as err:
-        raise SystemExit(f"iternet: {err}") from None
+    items = load_datalist(datalist, dataset_dir, key, min_size=min_size, missing_ok=key == "validation")
     if key == "validation" and not items:
         logger.info(
             f"datalist {datalist} has no '{key}' list: training without validation; "
@@ -427,8 +425,8 @@ def embedded_sample(folder: str | Path | None = None) -> Path:
 def inference_items(dataset_dir: str | Path | None, datalist: str | Path | None = None, key: str = "testing") -> list:
     """What inference segments: the datalist's ``key`` list, every image file of ``dataset_dir``, or, with neither,
     the embedded sample. Files are not opened here: the runner reports and skips unreadable ones."""
-    given = datalist is not None and str(datalist) not in ("", "None")
-    if dataset_dir is None or str(dataset_dir) in ("", "None"):
+    given = optional(datalist) is not None
+    if optional(dataset_dir) is None:
         if given:
             raise DatalistError(f"datalist {datalist} given without --dataset_dir, the folder its paths start from")
         return [{"image": str(embedded_sample())}]

@@ -154,15 +154,15 @@ class IterNet(nn.Module):
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
         """torch's, with weights of another IterNet shape refused in one line naming both shapes (instead of a
         size-mismatch message per tensor), wherever they are loaded: MONAI's ``ckpt_export``, MONAI Label, ..."""
-        mine = self.state_dict()
-        if any(key in mine and mine[key].shape != value.shape for key, value in state_dict.items()):
-            from ..checkpoints import CheckpointError, describe_weights
+        from ..checkpoints import check_weights_fit
 
-            raise CheckpointError(
-                f"the weights are for {describe_weights(state_dict)} but the network is {describe_weights(mine)}; "
-                "build the network from the weights (iternet_for_weights; with MONAI's ckpt_export, give the file "
-                "as --ckpt_path too)"
-            )
+        check_weights_fit(
+            state_dict,
+            self.state_dict(),
+            fix="build the network from the weights (iternet_for_weights; with MONAI's ckpt_export, give the file "
+            "as --ckpt_path too)",
+            strict=strict,
+        )
         return super().load_state_dict(state_dict, strict, assign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
