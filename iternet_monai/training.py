@@ -261,7 +261,7 @@ class TrainingRun:
         earlier = (self._resumed_state or {}).get("run", {})
         self.seconds, self.patches = float(earlier.get("seconds", 0.0)), int(earlier.get("patches", 0))
         self._session_start: float | None = None
-        self._lock = self._hold_ckpt_dir() if _is_main_process() else None
+        self._lock: IO[str] | None = None  # held from run(): bad inputs found before then leave no folder
         self.stop_signal: int | None = None
         self.checkpointer: Checkpoint | None = None
         self._last_save = time.monotonic()
@@ -290,6 +290,12 @@ class TrainingRun:
                 number += 1
                 name = f"{base}-{number}"
         return str(idist.broadcast(name, src=0)) if idist.get_world_size() > 1 else name
+
+    def hold(self) -> None:
+        """Hold ``<ckpt_dir>`` for this run (the main process), refusing in one line while another training holds
+        it; :meth:`run` does this first, once the inputs are loaded and checked, so bad inputs leave no folder."""
+        if self._lock is None and _is_main_process():
+            self._lock = self._hold_ckpt_dir()
 
     def _hold_ckpt_dir(self) -> IO[str]:
         """Lock ``<ckpt_dir>`` for this run (``fcntl.flock`` on its lock file, released when the run ends or its
@@ -349,7 +355,7 @@ class TrainingRun:
     def training_seconds(self) -> float:
         """Wall time spent training this run, over all its sessions (validation included)."""
         session = 0.0 if self._session_start is None else time.monotonic() - self._session_start
-        return round(self.seconds + session, 1)
+        return round(self.seconds + session, 3)
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         """Nothing to restore: the name was read when the run was set up."""
@@ -387,6 +393,7 @@ class TrainingRun:
         ``SystemExit(128 + signal)`` after a run stopped by SIGINT/SIGTERM, having saved its checkpoint. The lock of
         ``<ckpt_dir>`` is released at the end, whatever the outcome."""
         try:
+            self.hold()
             self._run(trainer, state)
         finally:
             self.release()

@@ -203,15 +203,16 @@ def test_a_second_training_in_the_same_models_folder_is_refused_until_the_first_
     training is taken over."""
     models = tmp_path / "models"
     first = TrainingRun(models, tmp_path / "eval", name="same")
+    first.hold()
     for name in ("same", None):
         with pytest.raises(InputError) as refused:
-            TrainingRun(models, tmp_path / "eval", name=name)
+            TrainingRun(models, tmp_path / "eval", name=name).hold()
         assert str(refused.value) == (
             f"{models} is in use by another training (run same, process {os.getpid()}): wait until it ends, or pass "
             "another --ckpt_dir (and --output_dir)"
         )
     first.release()
-    TrainingRun(models, tmp_path / "eval", name="same").release()
+    TrainingRun(models, tmp_path / "eval", name="same").hold()
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_WHILE_HOLDING, str(tmp_path)],
         env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"},
@@ -220,7 +221,7 @@ def test_a_second_training_in_the_same_models_folder_is_refused_until_the_first_
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
     assert (models / ".training.lock").read_text().startswith("run killed, process ")
-    TrainingRun(models, tmp_path / "eval", name="next").release()
+    TrainingRun(models, tmp_path / "eval", name="next").hold()
 
 
 KILLED_WHILE_HOLDING = """
@@ -228,6 +229,7 @@ import os, signal, sys
 from pathlib import Path
 from iternet_monai.training import TrainingRun
 run = TrainingRun(Path(sys.argv[1]) / "models", Path(sys.argv[1]) / "eval", name="killed")
+run.hold()
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
