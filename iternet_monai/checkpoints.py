@@ -16,7 +16,7 @@ import torch
 
 from .errors import InputError
 from .files import atomic_path
-from .networks import IterNet, iternet_shape
+from .networks import IterNet, describe_weights, iternet_shape
 
 __all__ = [
     "CheckpointError",
@@ -25,7 +25,6 @@ __all__ = [
     "bundle_weights",
     "read_checkpoint",
     "read_weights",
-    "describe_weights",
     "load_weights",
     "iternet_for_weights",
     "save_atomic",
@@ -87,17 +86,6 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{path}: holds no network weights (a state dict of tensors, or one under 'model')")
     return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
-
-
-def describe_weights(state: Mapping[str, torch.Tensor]) -> str:
-    """A short description of the network shape ``state`` belongs to, e.g. ``IterNet(features=4, iterations=3,
-    depth=2)``; for weights of another network, their tensor count."""
-    try:
-        shape = iternet_shape(state)
-    except (KeyError, IndexError, ValueError):
-        return f"a network of {len(state)} tensors that is not an IterNet"
-    defaults = {"in_channels": 3, "out_channels": 1, "norm": None}
-    return "IterNet(" + ", ".join(f"{k}={v}" for k, v in shape.items() if defaults.get(k, "-") != v) + ")"
 
 
 def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:

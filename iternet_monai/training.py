@@ -34,10 +34,11 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.data.utils import set_rnd, worker_init_fn
 from monai.handlers import CheckpointSaver, ValidationHandler
 
-from .checkpoints import CheckpointError, describe_weights, read_checkpoint, save_atomic
+from .checkpoints import CheckpointError, read_checkpoint, save_atomic
 from .errors import InputError, OutputError, disk_error, error_chain, flag
 from .files import atomic_write_json, check_writable_folder, remove_leftovers
 from .handlers import engine_loss
+from .networks import describe_weights
 
 __all__ = [
     "default_num_workers",

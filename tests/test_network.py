@@ -1,8 +1,12 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
-from iternet_monai.networks import REFINERIES, IterNet, MiniUNet, register_refinery
+from iternet_monai.errors import InputError, find_input_error
+from iternet_monai.networks import REFINERIES, IterNet, MiniUNet, WeightsShapeError, register_refinery
 
 
 def count(module: nn.Module) -> int:
@@ -104,3 +108,33 @@ def test_torchscript_matches_eager():
     net = IterNet(features=4).eval()
     x = torch.rand(1, 3, 32, 48)
     assert torch.allclose(torch.jit.script(net)(x), net(x))
+
+
+def test_weights_of_another_shape_are_refused_in_one_line_naming_both_shapes():
+    with pytest.raises(WeightsShapeError) as raised:
+        IterNet(features=8).load_state_dict(IterNet(features=4).state_dict())
+    assert str(raised.value).startswith(
+        "the weights are for IterNet(features=4, iterations=3, depth=2) but the network is IterNet(features=8,"
+    )
+    try:
+        raise RuntimeError("a config item failed") from raised.value  # as MONAI wraps it
+    except RuntimeError as wrapped:
+        found = find_input_error(wrapped)
+    assert isinstance(found, InputError) and str(found) == str(raised.value)
+
+
+PROBE = """
+import sys
+from iternet_monai.networks import IterNet
+try:
+    IterNet(features=8).load_state_dict(IterNet(features=4).state_dict())
+except ValueError:
+    pass
+print(sorted(name for name in sys.modules if name.startswith("iternet_monai")))
+"""
+
+
+def test_the_network_imports_no_application_code_even_to_refuse_weights():
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(["iternet_monai", "iternet_monai.networks", "iternet_monai.networks.iternet"])

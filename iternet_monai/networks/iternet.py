@@ -21,7 +21,14 @@ __all__ = [
     "register_refinery",
     "conv_block",
     "iternet_shape",
+    "describe_weights",
+    "WeightsShapeError",
 ]
+
+
+class WeightsShapeError(ValueError):
+    """Weights of another network shape given to :meth:`IterNet.load_state_dict`; the message names both shapes."""
+
 
 REFINERIES = ComponentStore("Refinery", "IterNet refinery modules, selected by name with IterNet(refinery=...)")
 
@@ -156,9 +163,7 @@ class IterNet(nn.Module):
         size-mismatch message per tensor), wherever they are loaded: MONAI's ``ckpt_export``, MONAI Label, ..."""
         mine = self.state_dict()
         if any(key in mine and mine[key].shape != value.shape for key, value in state_dict.items()):
-            from ..checkpoints import CheckpointError, describe_weights
-
-            raise CheckpointError(
+            raise WeightsShapeError(
                 f"the weights are for {describe_weights(state_dict)} but the network is {describe_weights(mine)}; "
                 "build the network from the weights (iternet_for_weights; with MONAI's ckpt_export, give the file "
                 "as --ckpt_path too)"
@@ -197,3 +202,14 @@ def iternet_shape(state: Mapping[str, torch.Tensor]) -> dict:
         "depth": max(1, len({k.split(".")[3] for k in state if k.startswith("refinery.path.down.")})),
         "norm": "batch" if any(k.endswith("running_mean") for k in state) else None,
     }
+
+
+def describe_weights(state: Mapping[str, torch.Tensor]) -> str:
+    """A short description of the network shape ``state`` belongs to, e.g. ``IterNet(features=4, iterations=3,
+    depth=2)``; for weights of another network, their tensor count."""
+    try:
+        shape = iternet_shape(state)
+    except (KeyError, IndexError, ValueError):
+        return f"a network of {len(state)} tensors that is not an IterNet"
+    defaults = {"in_channels": 3, "out_channels": 1, "norm": None}
+    return "IterNet(" + ", ".join(f"{k}={v}" for k, v in shape.items() if defaults.get(k, "-") != v) + ")"
