@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import torch
+from monai.networks.nets import DynUNet
 from torch import nn
 
 from iternet_monai.errors import InputError, find_input_error
@@ -51,10 +52,20 @@ def test_shapes_in_train_and_eval_mode_for_non_square_input():
     assert net.eval()(x).shape == (2, 1, 48, 80)
 
 
-def test_eval_output_is_the_last_training_output():
-    net = IterNet(features=4, dropout=0.0)
+def test_training_outputs_follow_dynunets_deep_supervision_contract():
+    """As MONAI's DynUNet: in training the outputs are stacked on dim 1 with the final output (eval mode's) first;
+    IterNet's others follow from the last iteration back to the base UNet."""
     x = torch.rand(1, 3, 32, 48)
-    assert torch.allclose(net.train()(x)[:, -1], net.eval()(x))
+    dynunet = DynUNet(2, 3, 1, [3, 3, 3], [1, 2, 2], [2, 2], deep_supervision=True, deep_supr_num=1)
+    assert torch.allclose(dynunet.train()(x)[:, 0], dynunet.eval()(x))
+    net = IterNet(features=4, iterations=3, dropout=0.0)
+    heads = []
+    for head in [net.head, *(layers.head for layers in net.iterations)]:
+        head.register_forward_hook(lambda module, inputs, output: heads.append(output))
+    stacked = net.train()(x)
+    assert stacked.shape == (1, 4, 1, 32, 48)
+    assert torch.allclose(stacked[:, 0], net.eval()(x))
+    assert all(torch.equal(stacked[:, i], output) for i, output in enumerate(reversed(heads[:4])))
 
 
 @pytest.mark.parametrize("size", [(30, 32), (32, 40), (50, 50)])

@@ -111,9 +111,10 @@ class _IterationLayers(nn.Module):
 
 
 class IterNet(nn.Module):
-    """IterNet. Training mode returns all outputs as logits stacked on dim 1, ``(B, iterations + 1, C, H, W)``;
-    eval mode returns only the final logits ``(B, C, H, W)``, so sliding window, MONAI Label and TorchScript see
-    one tensor (the ``DynUNet`` deep-supervision contract).
+    """IterNet, with MONAI's ``DynUNet`` deep-supervision contract. Training mode returns every output's logits
+    stacked on dim 1, ``(B, iterations + 1, C, H, W)``, the final output first, then the earlier iterations' from the
+    last to the first, the base UNet's last; eval mode returns only the final logits ``(B, C, H, W)``, so sliding
+    window, MONAI Label and TorchScript see one tensor.
 
     Args:
         in_channels: image channels (3 for RGB fundus photographs).
@@ -179,15 +180,15 @@ class IterNet(nn.Module):
             )
         first_level = self.first(x)
         features = self.base(first_level)
-        outputs = [self.head(features)]
+        outputs = [self.head(features)]  # the final output first, as DynUNet's
         dense = [first_level]
         for layers in self.iterations:
             dense.append(self.refinery.stem(features))
             features = self.refinery(layers.reduce(torch.cat(dense, dim=1)))
-            outputs.append(layers.head(features))
+            outputs.insert(0, layers.head(features))
         if self.training:
             return torch.stack(outputs, dim=1)
-        return outputs[-1]
+        return outputs[0]
 
 
 def iternet_shape(state: Mapping[str, torch.Tensor]) -> dict:
