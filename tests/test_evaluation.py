@@ -5,10 +5,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, write_image
+from conftest import REPO, bundle, two_drive_images, write_image
 from PIL import Image
 from sklearn.metrics import roc_auc_score
-from test_bundle import bundle, two_drive_images
 
 from iternet_monai.cli import main as cli
 from iternet_monai.errors import InputError

@@ -12,13 +12,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, fundus_like, write_image
+from conftest import REPO, bundle, fundus_like, two_drive_images, write_image
 from monai.bundle import run as bundle_run
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose
 from PIL import Image
-from test_bundle import bundle
 
 from iternet_monai.checkpoints import BUNDLE_DIR, CheckpointError
 from iternet_monai.errors import find_input_error, hide_empty_input_summary
@@ -401,8 +400,6 @@ def test_measure_turns_photographs_into_the_biomarker_tables_and_refuses_to_repl
 def test_evaluation_of_a_model_and_of_the_inference_folder_give_the_same_numbers(drive, tmp_path, small_weights):
     """Batch inference and ``evaluate --ckpt`` run the same pipeline: scoring the folder inference wrote (its float
     NIfTI maps, chosen over the 8-bit PNGs) equals scoring the model directly."""
-    from test_bundle import two_drive_images
-
     from iternet_monai.cli import main as cli
 
     weights, _ = small_weights

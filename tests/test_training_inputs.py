@@ -4,8 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import bad_input_corpus
-from test_bundle import FAST, train_command, two_drive_images
+from conftest import FAST, bad_input_corpus, train_command, two_drive_images
 
 from iternet_monai.networks import IterNet
 
