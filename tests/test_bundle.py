@@ -224,6 +224,7 @@ def test_progress_at_once_and_sigterm_mid_epoch_then_a_resume_that_loses_nothing
     assert (tmp_path / "bundle" / "models" / "model_final.pt").is_file()
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_to_resume_is_one_line_naming_it(tmp_path):
     damaged = tmp_path / "checkpoint_iteration=7.pt"
     torch.save({"model": IterNet(features=4).state_dict()}, damaged)
@@ -245,6 +246,7 @@ def test_a_damaged_checkpoint_to_resume_is_one_line_naming_it(tmp_path):
     assert not (tmp_path / "models").exists() and not (tmp_path / "eval").exists()
 
 
+@pytest.mark.slow
 def test_a_models_folder_that_cannot_be_made_is_one_line(tmp_path):
     (tmp_path / "models").write_text("a file where the models folder would go")
     result = train_command(tmp_path, tmp_path / "list.json", "--ckpt_dir", str(tmp_path / "models"))
@@ -301,6 +303,7 @@ def test_a_full_disk_during_training_is_one_line_saying_so(drive, tmp_path):
     assert last.endswith(": No space left on device")
 
 
+@pytest.mark.slow
 def test_no_dataset_stops_quickly_with_one_message(tmp_path):
     start = time.monotonic()
     result = bundle("run", "training", "--config_file", "bundles/iternet/train.json", "--ckpt_dir", str(tmp_path))
@@ -310,6 +313,7 @@ def test_no_dataset_stops_quickly_with_one_message(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("iternet: no dataset folder given: pass --dataset_dir")
 
 
+@pytest.mark.slow
 def test_missing_datalist_files_are_named_before_training(tmp_path):
     datalist = tmp_path / "list.json"
     datalist.write_text(json.dumps({"training": [{"image": "a.tif", "label": "a.gif"}, {"image": "b.tif"}]}))

@@ -389,6 +389,7 @@ def test_drive_pipeline_reproduces_the_authors_pixel_totals(drive):
     assert (fov_total, positives) == (4_538_143, 572_263)
 
 
+@pytest.mark.slow
 def test_chase_test_split_matches_the_authors_ground_truth_count(chase):
     """483,038 ground-truth positives in the author's CHASE_DB1 run identify its 8 test images: the last 8 give
     483,106 (0.01% off; the FoV masks were the author's own and are unknown)."""
@@ -415,6 +416,7 @@ def derived_fov_errors(pairs):
     return np.array(rows)
 
 
+@pytest.mark.slow
 def test_derived_fov_matches_the_official_drive_masks(drive):
     """All 40 DRIVE images: within 0.5% of the official masks pooled, under 1% in every image, one region each."""
     pairs = [
