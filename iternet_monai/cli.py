@@ -26,7 +26,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .evaluation import EvaluationError, evaluate, map_predictor, model_predictor, summary_table
-    from .inferers import resolve_mode
+    from .inferers import resolve_backend, resolve_mode
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     items = load_datalist(args.datalist, args.dataset_dir, args.data_key, check=True)
@@ -45,7 +45,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         device = torch.device(pipeline.get_parsed_content("device"))
         predict = model_predictor(network, inferer, device, amp=pipeline.get_parsed_content("amp"))
         source = {"checkpoint": str(args.ckpt), "device": str(device), "mode": resolve_mode(args.mode, device)}
-        source.update(tta=args.tta, backend=args.backend)
+        source.update(tta=args.tta, backend=resolve_backend(args.backend, device))
         windows = getattr(inferer, "inferer", inferer)  # the sliding window inside flip averaging
         if source["mode"] == "sliding_window":
             source.update(roi_size=list(windows.roi_size), overlap=windows.overlap, blend=windows.mode)

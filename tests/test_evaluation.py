@@ -286,7 +286,13 @@ def test_an_overwritten_evaluation_holds_only_its_own_overlays_and_no_leftovers(
     assert json.loads((out / "metrics.json").read_text())["protocol"]["images"] == 1
 
 
-def test_model_evaluation_records_the_inference_mode_that_ran(drive, tmp_path):
+def test_model_evaluation_records_the_inference_mode_that_ran(drive, tmp_path, monkeypatch):
+    """``auto`` mode and backend are recorded as what ran: the whole image, and PyTorch where ONNX Runtime is not
+    installed (as here, where it is hidden)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
     torch.manual_seed(0)
     ckpt = tmp_path / "model.pt"
     torch.save(IterNet(features=4).state_dict(), ckpt)

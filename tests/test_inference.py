@@ -324,7 +324,7 @@ def test_true_and_false_are_read_as_the_command_line_gives_them(tmp_path):
 
 def test_the_pipeline_objects_are_shared_with_evaluation(small_weights):
     weights, net = small_weights
-    parser = load_pipeline(ckpt_path=str(weights), mode="sliding_window", sw_overlap=0.5, tta=True)
+    parser = load_pipeline(ckpt_path=str(weights), mode="sliding_window", sw_overlap=0.5, tta=True, backend="pytorch")
     inferer, network = parser.get_parsed_content("inferer"), parser.get_parsed_content("network")
     assert isinstance(inferer, FlipAveragingInferer) and isinstance(inferer.inferer, SlidingWindowInferer)
     assert network.head.weight.shape[1] == 4
