@@ -180,12 +180,12 @@ class IterNet(nn.Module):
             )
         first_level = self.first(x)
         features = self.base(first_level)
-        outputs = [self.head(features)]  # the final output first, as DynUNet's
+        outputs = [self.head(features)]
         dense = [first_level]
         for layers in self.iterations:
             dense.append(self.refinery.stem(features))
             features = self.refinery(layers.reduce(torch.cat(dense, dim=1)))
-            outputs.insert(0, layers.head(features))
+            outputs.insert(0, layers.head(features))  # the final output first, as DynUNet's
         if self.training:
             return torch.stack(outputs, dim=1)
         return outputs[0]
