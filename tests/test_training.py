@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -53,8 +54,13 @@ def test_a_resume_at_an_epoch_end_continues_exactly_as_an_uninterrupted_run(tmp_
 
 
 def test_a_resumed_run_records_the_patches_and_time_of_all_its_sessions(tmp_path):
-    """Each step has 2 images of one 16x16 patch: 2 patches; the time of the first session is carried over."""
-    first, _, _ = synthetic_run(tmp_path, epochs=1)
+    """Each step has 2 images of one 16x16 patch: 2 patches; the time of the first session (at least 0.2 s, the time
+    is kept to 0.1 s) is carried over."""
+
+    def slow_steps(trainer):
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: time.sleep(0.05))
+
+    first, _, _ = synthetic_run(tmp_path, epochs=1, hook=slow_steps)
     saved = read_checkpoint(first.checkpoint_dir / f"checkpoint_iteration={STEPS}.pt")["run"]
     assert saved["patches"] == 2 * STEPS and saved["seconds"] > 0
     resumed, _, _ = synthetic_run(tmp_path, epochs=3, resume=first.checkpoint_dir / f"checkpoint_iteration={STEPS}.pt")
