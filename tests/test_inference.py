@@ -253,6 +253,9 @@ def small_weights(tmp_path):
 
 
 def run_inference(**overrides):
+    """The bundle's inference in this process. An untrained network is the same in every run (seeded), so the ONNX
+    Runtime backend exports it once in a test session, not once per run."""
+    torch.manual_seed(0)
     bundle_run(run_id="run", config_file=INFERENCE, logging_file=False, **overrides)
 
 
