@@ -16,7 +16,7 @@ import torch
 
 from .errors import InputError, optional
 from .files import atomic_path
-from .networks import IterNet, iternet_shape
+from .networks import IterNet, describe_weights, iternet_shape, weights_mismatch
 
 __all__ = [
     "CheckpointError",
@@ -25,7 +25,6 @@ __all__ = [
     "bundle_weights",
     "read_checkpoint",
     "read_weights",
-    "describe_weights",
     "weights_shape",
     "check_weights_fit",
     "load_weights",
@@ -91,17 +90,6 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
-def describe_weights(state: Mapping[str, torch.Tensor]) -> str:
-    """A short description of the network shape ``state`` belongs to, e.g. ``IterNet(features=4, iterations=3,
-    depth=2)``; for weights of another network, their tensor count."""
-    try:
-        shape = iternet_shape(state)
-    except (KeyError, IndexError, ValueError):
-        return f"a network of {len(state)} tensors that is not an IterNet"
-    defaults = {"in_channels": 3, "out_channels": 1, "norm": None}
-    return "IterNet(" + ", ".join(f"{k}={v}" for k, v in shape.items() if defaults.get(k, "-") != v) + ")"
-
-
 def weights_shape(state: Mapping[str, torch.Tensor], source: str | Path) -> dict:
     """The :class:`IterNet` arguments of the network ``state`` belongs to (:func:`iternet_shape`).
 
@@ -139,14 +127,10 @@ def check_weights_fit(
         CheckpointError: when a tensor of ``state`` has another shape than the network's of that name, or, with
             ``strict``, the names differ.
     """
-    if any(key in expected and expected[key].shape != value.shape for key, value in state.items()) or (
-        strict and set(state) != set(expected)
-    ):
+    mismatch = weights_mismatch(state, expected, strict)
+    if mismatch:
         where = f"{source}: " if source is not None else ""
-        raise CheckpointError(
-            f"{where}the weights are for {describe_weights(state)} but the network is {describe_weights(expected)}"
-            + (f"; {fix}" if fix else "")
-        )
+        raise CheckpointError(where + mismatch + (f"; {fix}" if fix else ""))
 
 
 def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:

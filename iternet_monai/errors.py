@@ -97,10 +97,22 @@ def disk_error(error: BaseException | None) -> OSError | None:
     return next((e for e in error_chain(error) if isinstance(e, OSError) and e.errno in DISK_ERRORS), None)
 
 
+def _weights_of_another_shape(error: BaseException) -> bool:
+    """Whether ``error`` is the network's refusal of weights of another shape (``IterNet.load_state_dict``, as
+    MONAI's ``CheckpointLoader`` calls it). Looked up in ``sys.modules``: this module does not import torch, and
+    where the network module was never imported no such error exists."""
+    networks = sys.modules.get("iternet_monai.networks.iternet")
+    return networks is not None and isinstance(error, networks.WeightsShapeError)
+
+
 def find_input_error(error: BaseException | None) -> InputError | None:
-    """The :class:`InputError` in ``error``'s chain of causes, else an :class:`OutputError` for a write the disk
-    refused anywhere in it (a library's own write: a full disk says so in one line too), or None."""
-    found = next((e for e in error_chain(error) if isinstance(e, InputError)), None)
+    """The :class:`InputError` in ``error``'s chain of causes (the network's refusal of weights of another shape is
+    one), else an :class:`OutputError` for a write the disk refused anywhere in it (a library's own write: a full
+    disk says so in one line too), or None."""
+    chain = error_chain(error)
+    found = next((e for e in chain if isinstance(e, InputError)), None)
+    if found is None:
+        found = next((InputError(str(e)) for e in chain if _weights_of_another_shape(e)), None)
     refused = disk_error(error)
     if found is None and refused is not None:
         where = f" {refused.filename}" if refused.filename else ""

@@ -29,8 +29,10 @@ class VesselLoss(_Loss):
 
 
 class IterNetLoss(DeepSupervisionLoss):
-    """Deep-supervision loss for IterNet's stacked outputs ``(B, N, C, H, W)``; a plain ``(B, C, H, W)`` tensor is
-    scored as one output. ``output_weights`` defaults to 1 for every output, as the released code."""
+    """Deep-supervision loss for IterNet's stacked outputs ``(B, N, C, H, W)``, the final output first (MONAI's
+    ``DynUNet`` order); a plain ``(B, C, H, W)`` tensor is scored as one output. ``output_weights`` gives one weight
+    per output in that order (the final output's first, the base UNet's last) and defaults to 1 for every output, as
+    the released code."""
 
     def __init__(
         self, output_weights: Sequence[float] | None = None, cldice_weight: float = 0.0, cldice_iterations: int = 3

@@ -5,10 +5,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, write_image
+from conftest import REPO, bundle, two_drive_images, write_image
 from PIL import Image
 from sklearn.metrics import roc_auc_score
-from test_bundle import bundle, two_drive_images
 
 from iternet_monai.cli import main as cli
 from iternet_monai.errors import InputError
@@ -287,7 +286,13 @@ def test_an_overwritten_evaluation_holds_only_its_own_overlays_and_no_leftovers(
     assert json.loads((out / "metrics.json").read_text())["protocol"]["images"] == 1
 
 
-def test_model_evaluation_records_the_inference_mode_that_ran(drive, tmp_path):
+def test_model_evaluation_records_the_inference_mode_that_ran(drive, tmp_path, monkeypatch):
+    """``auto`` mode and backend are recorded as what ran: the whole image, and PyTorch where ONNX Runtime is not
+    installed (as here, where it is hidden)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
     torch.manual_seed(0)
     ckpt = tmp_path / "model.pt"
     torch.save(IterNet(features=4).state_dict(), ckpt)
@@ -393,6 +398,7 @@ def test_drive_pipeline_reproduces_the_authors_pixel_totals(drive):
     assert (fov_total, positives) == (4_538_143, 572_263)
 
 
+@pytest.mark.slow
 def test_chase_test_split_matches_the_authors_ground_truth_count(chase):
     """483,038 ground-truth positives in the author's CHASE_DB1 run identify its 8 test images: the last 8 give
     483,106 (0.01% off; the FoV masks were the author's own and are unknown)."""
@@ -419,6 +425,7 @@ def derived_fov_errors(pairs):
     return np.array(rows)
 
 
+@pytest.mark.slow
 def test_derived_fov_matches_the_official_drive_masks(drive):
     """All 40 DRIVE images: within 0.5% of the official masks pooled, under 1% in every image, one region each."""
     pairs = [

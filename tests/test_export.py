@@ -4,8 +4,8 @@ DRIVE photograph."""
 import numpy as np
 import pytest
 import torch
+from conftest import bundle
 from monai.transforms import Compose
-from test_bundle import bundle
 
 from iternet_monai.checkpoints import iternet_for_weights
 from iternet_monai.inferers import ONNX_EXPORT

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from iternet_monai.losses import IterNetLoss
+from iternet_monai.networks import IterNet
 
 
 def bce_by_hand(logits: torch.Tensor, target: torch.Tensor) -> float:
@@ -31,6 +32,13 @@ def test_output_weights_and_single_output():
     assert IterNetLoss()(logits[:, 1], target).item() == pytest.approx(bce_by_hand(logits[:, 1], target), rel=1e-5)
     with pytest.raises(ValueError, match="output_weights has 3 entries"):
         IterNetLoss(output_weights=[1, 1, 1])(logits, target)
+
+
+def test_the_first_output_weight_is_the_final_outputs():
+    torch.manual_seed(0)
+    net, x, target = IterNet(features=4, dropout=0.0), torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32)
+    final_only = IterNetLoss(output_weights=[1, 0, 0, 0])(net.train()(x), target)
+    assert final_only.item() == pytest.approx(IterNetLoss()(net.eval()(x), target).item(), rel=1e-6)
 
 
 def test_cldice_term_is_off_by_default_and_adds_when_on():

@@ -1,9 +1,14 @@
+import subprocess
+import sys
+
 import pytest
 import torch
+from monai.networks.nets import DynUNet
 from torch import nn
 
 from iternet_monai.checkpoints import CheckpointError, load_weights, weights_shape
-from iternet_monai.networks import REFINERIES, IterNet, MiniUNet, register_refinery
+from iternet_monai.errors import InputError, find_input_error
+from iternet_monai.networks import REFINERIES, IterNet, MiniUNet, WeightsShapeError, register_refinery
 
 
 def count(module: nn.Module) -> int:
@@ -48,10 +53,20 @@ def test_shapes_in_train_and_eval_mode_for_non_square_input():
     assert net.eval()(x).shape == (2, 1, 48, 80)
 
 
-def test_eval_output_is_the_last_training_output():
-    net = IterNet(features=4, dropout=0.0)
+def test_training_outputs_follow_dynunets_deep_supervision_contract():
+    """As MONAI's DynUNet: in training the outputs are stacked on dim 1 with the final output (eval mode's) first;
+    IterNet's others follow from the last iteration back to the base UNet."""
     x = torch.rand(1, 3, 32, 48)
-    assert torch.allclose(net.train()(x)[:, -1], net.eval()(x))
+    dynunet = DynUNet(2, 3, 1, [3, 3, 3], [1, 2, 2], [2, 2], deep_supervision=True, deep_supr_num=1)
+    assert torch.allclose(dynunet.train()(x)[:, 0], dynunet.eval()(x))
+    net = IterNet(features=4, iterations=3, dropout=0.0)
+    heads = []
+    for head in [net.head, *(layers.head for layers in net.iterations)]:
+        head.register_forward_hook(lambda module, inputs, output: heads.append(output))
+    stacked = net.train()(x)
+    assert stacked.shape == (1, 4, 1, 32, 48)
+    assert torch.allclose(stacked[:, 0], net.eval()(x))
+    assert all(torch.equal(stacked[:, i], output) for i, output in enumerate(reversed(heads[:4])))
 
 
 @pytest.mark.parametrize("size", [(30, 32), (32, 40), (50, 50)])
@@ -107,12 +122,12 @@ def test_torchscript_matches_eager():
     assert torch.allclose(torch.jit.script(net)(x), net(x))
 
 
-def test_weights_of_another_shape_are_refused_in_one_line_naming_both_shapes(tmp_path):
+def test_weights_of_another_shape_or_network_are_refused_in_one_line_naming_both(tmp_path):
     small = IterNet(features=4).state_dict()
     both = r"the weights are for IterNet\(features=4, iterations=3, depth=2\) but the network is IterNet\(features=32"
-    with pytest.raises(CheckpointError, match=rf"^{both}.*; build the network from the weights"):
+    with pytest.raises(WeightsShapeError, match=rf"^{both}.*; build the network from the weights"):
         IterNet().load_state_dict(small)
-    with pytest.raises(CheckpointError, match="^the weights are for a network of 1 tensors that is not an IterNet"):
+    with pytest.raises(WeightsShapeError, match="^the weights are for a network of 1 tensors that is not an IterNet"):
         IterNet(features=4).load_state_dict({"head.bias": small["head.bias"]})
     IterNet(features=4).load_state_dict({"head.bias": small["head.bias"]}, strict=False)
     torch.save(small, tmp_path / "small.pt")
@@ -121,3 +136,33 @@ def test_weights_of_another_shape_are_refused_in_one_line_naming_both_shapes(tmp
     assert weights_shape(small, "small.pt")["features"] == 4
     with pytest.raises(CheckpointError, match=r"^other.pt: not IterNet weights \(a network of 1 tensors"):
         weights_shape({"x": torch.zeros(1)}, "other.pt")
+
+
+def test_weights_of_another_shape_are_refused_in_one_line_naming_both_shapes():
+    with pytest.raises(WeightsShapeError) as raised:
+        IterNet(features=8).load_state_dict(IterNet(features=4).state_dict())
+    assert str(raised.value).startswith(
+        "the weights are for IterNet(features=4, iterations=3, depth=2) but the network is IterNet(features=8,"
+    )
+    try:
+        raise RuntimeError("a config item failed") from raised.value  # as MONAI wraps it
+    except RuntimeError as wrapped:
+        found = find_input_error(wrapped)
+    assert isinstance(found, InputError) and str(found) == str(raised.value)
+
+
+PROBE = """
+import sys
+from iternet_monai.networks import IterNet
+try:
+    IterNet(features=8).load_state_dict(IterNet(features=4).state_dict())
+except ValueError:
+    pass
+print(sorted(name for name in sys.modules if name.startswith("iternet_monai")))
+"""
+
+
+def test_the_network_imports_no_application_code_even_to_refuse_weights():
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(["iternet_monai", "iternet_monai.networks", "iternet_monai.networks.iternet"])

@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, STEPS, synthetic_run
 from ignite.engine import Events
 
 from iternet_monai import training
@@ -25,50 +25,6 @@ from iternet_monai.checkpoints import CheckpointError, read_checkpoint
 from iternet_monai.errors import InputError
 from iternet_monai.handlers import engine_loss
 from iternet_monai.training import TrainingProgress, TrainingRun, default_num_workers
-
-STEPS = 4  # steps per epoch: 8 images, 2 per batch
-
-
-def synthetic_run(folder: Path, epochs: int, resume: Path | None = None, hook=None, **options):
-    """Train the synthetic task under a TrainingRun in ``folder``; returns (run, network, batches seen), where a
-    batch is identified by the sum of its images."""
-    from monai.data import CacheDataset, DataLoader
-    from monai.engines import SupervisedTrainer
-    from monai.transforms import Compose, RandFlipd, RandSpatialCropd
-    from monai.utils import set_determinism
-
-    set_determinism(seed=0)
-    rng = np.random.default_rng(0)
-    items = [
-        {"image": rng.random((3, 24, 24), dtype=np.float32), "label": (rng.random((1, 24, 24)) > 0.5).astype("f4")}
-        for _ in range(2 * STEPS)
-    ]
-    keys = ["image", "label"]
-    augment = Compose([RandSpatialCropd(keys, (16, 16), random_size=False), RandFlipd(keys, prob=0.5)])
-    loader = DataLoader(CacheDataset(items, augment, progress=False), batch_size=2, shuffle=True, num_workers=0)
-    network = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Conv2d(8, 1, 1)
-    )
-    optimizer = torch.optim.Adam(network.parameters(), 1e-2)
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=epochs,
-        epoch_length=STEPS,
-        train_data_loader=loader,
-        network=network,
-        optimizer=optimizer,
-        loss_function=torch.nn.BCEWithLogitsLoss(),
-        decollate=False,
-    )
-    batches: list[float] = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: batches.append(float(e.state.batch["image"].sum())))
-    if hook is not None:
-        hook(trainer)
-    options = {"checkpoint_minutes": 0, **options}
-    run = TrainingRun(folder / "models", folder / "eval", resume=resume, **options)
-    run.prepare()
-    run.run(trainer, {"model": network, "optimizer": optimizer, "trainer": trainer})
-    return run, network, batches
 
 
 def checkpoints(run: TrainingRun) -> list[str]:
@@ -98,8 +54,13 @@ def test_a_resume_at_an_epoch_end_continues_exactly_as_an_uninterrupted_run(tmp_
 
 
 def test_a_resumed_run_records_the_patches_and_time_of_all_its_sessions(tmp_path):
-    """Each step has 2 images of one 16x16 patch: 2 patches; the time of the first session is carried over."""
-    first, _, _ = synthetic_run(tmp_path, epochs=1)
+    """Each step has 2 images of one 16x16 patch: 2 patches; the time of the first session (at least 0.2 s, the time
+    is kept to 0.1 s) is carried over."""
+
+    def slow_steps(trainer):
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: time.sleep(0.05))
+
+    first, _, _ = synthetic_run(tmp_path, epochs=1, hook=slow_steps)
     saved = read_checkpoint(first.checkpoint_dir / f"checkpoint_iteration={STEPS}.pt")["run"]
     assert saved["patches"] == 2 * STEPS and saved["seconds"] > 0
     resumed, _, _ = synthetic_run(tmp_path, epochs=3, resume=first.checkpoint_dir / f"checkpoint_iteration={STEPS}.pt")
@@ -129,7 +90,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Events
 sys.path.insert(0, {tests!r})
-from test_training import synthetic_run
+from conftest import synthetic_run
 {body}
 """
 

@@ -4,8 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import bad_input_corpus
-from test_bundle import FAST, train_command, two_drive_images
+from conftest import FAST, bad_input_corpus, train_command, two_drive_images
 
 from iternet_monai.networks import IterNet
 
@@ -14,6 +13,7 @@ def outputs(tmp_path):
     return ["--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval")]
 
 
+@pytest.mark.slow
 def test_training_names_every_bad_file_in_one_run_and_writes_nothing(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -30,6 +30,7 @@ def test_training_names_every_bad_file_in_one_run_and_writes_nothing(tmp_path):
     assert not (tmp_path / "models").exists() and not (tmp_path / "eval").exists()
 
 
+@pytest.mark.slow
 def test_malformed_datalist_stops_training_with_one_line(tmp_path):
     (tmp_path / "list.json").write_text('{"training": [{"image": "a.png"')
     result = train_command(tmp_path, tmp_path / "list.json", *outputs(tmp_path))

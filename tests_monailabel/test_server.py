@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ITERNET_SHARED_DATA", REPO.parent / "shared" / "data"))
 IMAGES = ("21_training", "22_training", "23_training")
 
+pytestmark = pytest.mark.slow  # a real server
+
 
 def drive() -> Path:
     path = SHARED_DATA / "DRIVE"

@@ -1,5 +1,23 @@
 """Networks: IterNet and its registry of refinery modules."""
 
-from .iternet import REFINERIES, IterNet, MiniUNet, iternet_shape, register_refinery
+from .iternet import (
+    REFINERIES,
+    IterNet,
+    MiniUNet,
+    WeightsShapeError,
+    describe_weights,
+    iternet_shape,
+    register_refinery,
+    weights_mismatch,
+)
 
-__all__ = ["IterNet", "MiniUNet", "REFINERIES", "register_refinery", "iternet_shape"]
+__all__ = [
+    "IterNet",
+    "MiniUNet",
+    "REFINERIES",
+    "register_refinery",
+    "iternet_shape",
+    "describe_weights",
+    "WeightsShapeError",
+    "weights_mismatch",
+]

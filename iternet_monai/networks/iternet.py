@@ -21,7 +21,15 @@ __all__ = [
     "register_refinery",
     "conv_block",
     "iternet_shape",
+    "describe_weights",
+    "WeightsShapeError",
+    "weights_mismatch",
 ]
+
+
+class WeightsShapeError(ValueError):
+    """Weights of another network shape given to :meth:`IterNet.load_state_dict`; the message names both shapes."""
+
 
 REFINERIES = ComponentStore("Refinery", "IterNet refinery modules, selected by name with IterNet(refinery=...)")
 
@@ -104,9 +112,10 @@ class _IterationLayers(nn.Module):
 
 
 class IterNet(nn.Module):
-    """IterNet. Training mode returns all outputs as logits stacked on dim 1, ``(B, iterations + 1, C, H, W)``;
-    eval mode returns only the final logits ``(B, C, H, W)``, so sliding window, MONAI Label and TorchScript see
-    one tensor (the ``DynUNet`` deep-supervision contract).
+    """IterNet, with MONAI's ``DynUNet`` deep-supervision contract. Training mode returns every output's logits
+    stacked on dim 1, ``(B, iterations + 1, C, H, W)``, the final output first, then the earlier iterations' from the
+    last to the first, the base UNet's last; eval mode returns only the final logits ``(B, C, H, W)``, so sliding
+    window, MONAI Label and TorchScript see one tensor.
 
     Args:
         in_channels: image channels (3 for RGB fundus photographs).
@@ -154,15 +163,12 @@ class IterNet(nn.Module):
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
         """torch's, with weights of another IterNet shape refused in one line naming both shapes (instead of a
         size-mismatch message per tensor), wherever they are loaded: MONAI's ``ckpt_export``, MONAI Label, ..."""
-        from ..checkpoints import check_weights_fit
-
-        check_weights_fit(
-            state_dict,
-            self.state_dict(),
-            fix="build the network from the weights (iternet_for_weights; with MONAI's ckpt_export, give the file "
-            "as --ckpt_path too)",
-            strict=strict,
-        )
+        mismatch = weights_mismatch(state_dict, self.state_dict(), strict)
+        if mismatch:
+            raise WeightsShapeError(
+                f"{mismatch}; build the network from the weights (iternet_for_weights; with MONAI's ckpt_export, give "
+                "the file as --ckpt_path too)"
+            )
         return super().load_state_dict(state_dict, strict, assign)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,10 +185,10 @@ class IterNet(nn.Module):
         for layers in self.iterations:
             dense.append(self.refinery.stem(features))
             features = self.refinery(layers.reduce(torch.cat(dense, dim=1)))
-            outputs.append(layers.head(features))
+            outputs.insert(0, layers.head(features))  # the final output first, as DynUNet's
         if self.training:
             return torch.stack(outputs, dim=1)
-        return outputs[-1]
+        return outputs[0]
 
 
 def iternet_shape(state: Mapping[str, torch.Tensor]) -> dict:
@@ -197,3 +203,32 @@ def iternet_shape(state: Mapping[str, torch.Tensor]) -> dict:
         "depth": max(1, len({k.split(".")[3] for k in state if k.startswith("refinery.path.down.")})),
         "norm": "batch" if any(k.endswith("running_mean") for k in state) else None,
     }
+
+
+def describe_weights(state: Mapping[str, torch.Tensor]) -> str:
+    """A short description of the network shape ``state`` belongs to, e.g. ``IterNet(features=4, iterations=3,
+    depth=2)``; for weights of another network, their tensor count."""
+    try:
+        shape = iternet_shape(state)
+    except (KeyError, IndexError, ValueError):
+        return f"a network of {len(state)} tensors that is not an IterNet"
+    defaults = {"in_channels": 3, "out_channels": 1, "norm": None}
+    return "IterNet(" + ", ".join(f"{k}={v}" for k, v in shape.items() if defaults.get(k, "-") != v) + ")"
+
+
+def weights_mismatch(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], strict: bool = True
+) -> str | None:
+    """Why ``state`` does not fit a network whose own weights are ``expected`` (a tensor of another shape, or, with
+    ``strict``, other tensor names), in one phrase naming both network shapes; None when it fits.
+
+    Args:
+        state: the weights to load.
+        expected: the network's own state dict.
+        strict: also compare the tensor names, as ``load_state_dict(strict=True)``.
+    """
+    if any(key in expected and expected[key].shape != value.shape for key, value in state.items()) or (
+        strict and set(state) != set(expected)
+    ):
+        return f"the weights are for {describe_weights(state)} but the network is {describe_weights(expected)}"
+    return None
