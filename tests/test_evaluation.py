@@ -299,9 +299,8 @@ def test_model_evaluation_records_the_inference_mode_that_ran(drive, tmp_path, m
     code, out = evaluate(drive, tmp_path, "--ckpt", str(ckpt), "--device", "cpu")
     assert code == 0
     predictions = json.loads((out / "metrics.json").read_text())["protocol"]["predictions"]
-    # backend auto: ONNX Runtime on a CPU where it is installed, as the test extra does
     assert predictions == {
-        "checkpoint": str(ckpt), "device": "cpu", "mode": "whole_image", "tta": False, "backend": "onnxruntime"
+        "checkpoint": str(ckpt), "device": "cpu", "mode": "whole_image", "tta": False, "backend": "pytorch"
     }  # fmt: skip
 
 
