@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from records import PAPER, SCORES, VARIANTS, evaluate_command, ship_weights, weights_check  # noqa: E402
+from records import MODEL_FILES, PAPER, SCORES, VARIANTS, evaluate_command, ship_weights, weights_check  # noqa: E402
 
 from iternet_monai.files import atomic_write_json  # noqa: E402
 
@@ -70,7 +70,7 @@ def main() -> int:
     parser.add_argument("--datalist", help="datalist whose testing list is scored (default: the dataset's built-in)")
     parser.add_argument("--training-command", required=True, help="the command that trained it, as run")
     parser.add_argument("--curve", type=Path, help="the run's learning curve (benchmarks/learning_curve.py)")
-    parser.add_argument("--device-name", default=None, help="the training device, as it should be named")
+    parser.add_argument("--device-name", default=None, help="the training device, as it should be named (no torch)")
     args = parser.parse_args()
     import torch
 
@@ -98,7 +98,11 @@ def main() -> int:
             "--dataset_dir", str(args.dataset_dir), "--datalist", datalist, "--ckpt_path",
             str(out / "model_fp16.pt"), "--mode", "whole_image", "--nifti", "true", "--output_dir", str(maps),
         ]  # fmt: skip
-        results["commands"]["inference"] = " ".join(inference[1:])
+        results["commands"]["inference"] = (
+            f"python -m monai.bundle run --config_file bundles/iternet/configs/inference.json --dataset_dir "
+            f"{args.dataset.upper()} --datalist {datalist if args.datalist is None else 'DATALIST'} --ckpt_path "
+            f"bundles/iternet/models/{MODEL_FILES[args.dataset]} --mode whole_image --nifti true --output_dir MAPS"
+        )
         subprocess.run(inference, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         for variant in VARIANTS:
             output = Path(temporary) / f"eval_{variant}"

@@ -98,6 +98,10 @@ def number(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not math.isnan(value) else "–"
 
 
+def count(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else "–"
+
+
 def hours(seconds: object) -> str:
     return f"{seconds / 3600:.2f} h" if isinstance(seconds, (int, float)) else "–"
 
@@ -222,13 +226,14 @@ def weights_note(metadata: dict) -> list[str]:
         lines.append(
             f"- `{file}` ({trained}; {entry.get('network')}, float16, sha256 `{entry['sha256'][:16]}…`): on "
             f"{trained}'s test images, one whole-image pass inside the FoV, AUC {number(scores.get('auc'))}, F1 "
-            f"{number(scores.get('f1'))}; trained on {number(entry.get('patches_seen'), 0)} patches in "
+            f"{number(scores.get('f1'))}; trained on {count(entry.get('patches_seen'))} patches in "
             f"{hours(entry.get('training_seconds'))} on {entry.get('device')}."
         )
+    other = "the CHASE_DB1 model for photographs like CHASE_DB1's, or " if len(lines) > 1 else ""
     return lines + [
         "",
-        "`models/model.pt` is the default; `--ckpt_path` takes another (the CHASE_DB1 model for photographs like "
-        "CHASE_DB1's, or your own `model.pt`). docs/results.md of the repository has the tables beside the paper's.",
+        f"`models/model.pt` is the default; `--ckpt_path` takes another ({other}your own `model.pt`). "
+        "docs/results.md of the repository has the tables beside the paper's.",
     ]
 
 
@@ -255,7 +260,7 @@ def results_section(results: dict, file: str, digest: str) -> list[str]:
         "",
         f"float16, sha256 `{digest}`, {results['weights'].get('network')} "
         f"({results['weights'].get('parameters'):,} parameters); trained on {results.get('device')} (torch "
-        f"{results.get('torch')}): {schedule.get('epoch', '–')} epochs, {number(schedule.get('patches'), 0)} "
+        f"{results.get('torch')}): {schedule.get('epoch', '–')} epochs, {count(schedule.get('patches'))} "
         f"patches of 128×128 in {hours(schedule.get('seconds'))}{trained_by}; `model.pt` is the best validation "
         f"AUC ({number(schedule.get('best_metric'))}, epoch {schedule.get('best_metric_epoch', '–')}) on the "
         f"validation list ({name}'s training images, as the paper: no test image is seen before the test).",
@@ -275,7 +280,7 @@ def results_section(results: dict, file: str, digest: str) -> list[str]:
         "Commands:",
         "",
         f"- Training: `{commands.get('train', '–')}`",
-        f"- Inference: `python -m {commands['inference']}`"
+        f"- Inference: `{commands['inference']}`"
         if commands.get("inference")
         else "- Inference: the bundle's inference.json (`benchmarks/gpu_run.py`)",
         f"- Scores: `iternet-monai evaluate --datalist {dataset} --dataset-dir {name} --predictions MAPS` inside the "
@@ -304,13 +309,14 @@ def ship(out: Path, bundle: Path, docs: Path, readme: Path, replace: bool = Fals
         raise ShipError(f"{target} exists with other weights; pass --replace to ship these instead")
     metadata_file = bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_file.read_text())
+    again = ((metadata.get("weights") or {}).get(f"models/{file}") or {}).get("sha256") == digest
     major, minor, _ = (int(part) for part in metadata["version"].split("."))
-    version = f"{major}.{minor + 1}.0"
+    version = metadata["version"] if again else f"{major}.{minor + 1}.0"  # the same weights again: no new version
     shipped = {**(metadata.get("weights") or {}), f"models/{file}": weights_entry(results, digest)}
     metadata.update(version=version, weights=shipped)
     schedule = results.get("schedule") or {}
     metadata["changelog"] = {
-        version: f"models/{file}: {DATASET_NAMES[results['dataset']]} weights ({number(schedule.get('patches'), 0)} "
+        version: f"models/{file}: {DATASET_NAMES[results['dataset']]} weights ({count(schedule.get('patches'))} "
         f"patches on {results.get('device')}), sha256 {digest}",
         **metadata["changelog"],
     }
