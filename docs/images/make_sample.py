@@ -24,7 +24,8 @@ def main() -> None:
     args = parser.parse_args()
     (probability,) = args.predictions.glob("*_prob.png")
     overlay = probability.with_name(probability.name.replace("_prob.png", "_overlay.png"))
-    panels = [Image.fromarray(data.retina()), Image.open(probability).convert("RGB"), Image.open(overlay).convert("RGB")]
+    maps = [Image.open(path).convert("RGB") for path in (probability, overlay)]
+    panels = [Image.fromarray(data.retina()), *maps]
     row = np.concatenate([np.asarray(p.resize((PANEL, PANEL), Image.LANCZOS)) for p in panels], axis=1)
     temporary = args.output.with_suffix(".partial.png")
     Image.fromarray(row).save(temporary, optimize=True)
