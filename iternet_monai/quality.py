@@ -3,8 +3,8 @@ uncertainty and of the vessel density, each compared with documented limits; the
 ``reject`` comes with one reason sentence per limit crossed.
 
 The rules and the derivation of every default limit from the DRIVE and CHASE_DB1 ground truth are in
-docs/biomarkers.md. No trained weights are shipped yet, so the uncertainty limits come from the geometry of the
-ground truth (the share of pixels on vessel borders), not from a model's outputs; revise them when there is one.
+docs/biomarkers.md; the model-uncertainty limits come from the shipped DRIVE model's probability maps of DRIVE's and
+CHASE_DB1's test photographs (``benchmarks/quality_limits.py``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ DEFAULT_RULES: dict[str, QualityRule] = {
     "fov_cut_fraction": QualityRule(check_above=0.05, reject_above=0.35),
     "exposure": QualityRule(check_below=0.1, reject_below=0.04, check_above=0.75, reject_above=0.9),
     "contrast": QualityRule(check_below=0.03, reject_below=0.015),
-    "uncertain_fraction": QualityRule(check_above=0.17, reject_above=0.35),
-    "mean_entropy_bits": QualityRule(check_above=0.17, reject_above=0.35),
+    "uncertain_fraction": QualityRule(check_above=0.12, reject_above=0.24),
+    "mean_entropy_bits": QualityRule(check_above=0.30, reject_above=0.60),
     "tta_disagreement": QualityRule(check_above=0.08, reject_above=0.17),
     "vessel_area_density": QualityRule(check_below=0.05, reject_below=0.01, check_above=0.2, reject_above=0.35),
 }
