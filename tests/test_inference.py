@@ -294,6 +294,7 @@ def test_an_untrained_network_writes_nothing_unless_asked(tmp_path, caplog):
     image, _ = fundus_like(48, 64)
     write_image(tmp_path / "in" / "a.png", image)
     small = {"network_def#features": 4, "dataset_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "out")}
+    small["ckpt_path"] = "none"  # not the bundle's shipped weights: no weights at all
     with caplog.at_level(logging.WARNING):
         run_inference(**small)
     assert not (tmp_path / "out").exists()
@@ -321,6 +322,7 @@ def test_true_and_false_are_read_as_the_command_line_gives_them(tmp_path):
     write_image(tmp_path / "in" / "a.png", image)
     out = tmp_path / "out"
     common = ["run", "--config_file", INFERENCE, "--network_def#features", "4", "--dataset_dir", str(tmp_path / "in")]
+    common += ["--ckpt_path", "none"]  # no weights, not the bundle's shipped ones
     said_false = bundle(*common, "--output_dir", str(out), "--allow_untrained", "false")
     assert said_false.returncode == 0 and not out.exists(), said_false.stderr[-2000:]
     assert bundle(*common, "--output_dir", str(out), "--allow_untrained", "TRUE").returncode == 0
