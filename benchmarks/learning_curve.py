@@ -26,10 +26,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from records import SCORES  # noqa: E402
+
 from iternet_monai.files import atomic_write_json  # noqa: E402
 
 CHECKPOINT = re.compile(r"checkpoint_iteration=(\d+)\.pt$")
-SCORES = ("auc", "f1", "sensitivity", "specificity", "accuracy")
 
 
 def checkpoints(run_dir: Path) -> dict[int, Path]:

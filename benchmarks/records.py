@@ -5,6 +5,8 @@ paper's tables. ``ship_run.py`` reads the run's ``results.json`` made of these."
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,9 +77,6 @@ def ship_weights(model: Path, out: Path) -> dict:
 def weights_check(weights: Path, dataset: str, dataset_dir: Path, work: Path) -> dict:
     """The pooled AUC of ``weights`` on the dataset's first ``CHECK_IMAGES`` test images (one whole-image pass, FoV,
     on the CPU): the value the shipped weights are checked against."""
-    import json
-    import subprocess
-
     from iternet_monai.data import builtin_datalist
 
     items = json.loads(Path(builtin_datalist(dataset)).read_text())["testing"][:CHECK_IMAGES]
