@@ -18,8 +18,8 @@ import time
 import torch
 from monai.bundle import ConfigParser
 
-from iternet_monai.checkpoints import BUNDLE_DIR
-from iternet_monai.files import atomic_write_json
+from iternet_monai.engines.checkpoints import BUNDLE_DIR
+from iternet_monai.utils.files import atomic_write_json
 
 
 def override_pairs(values: list[str]) -> dict:

@@ -21,9 +21,9 @@ import torch
 from monai.networks.utils import convert_to_onnx
 from monai.transforms import Compose
 
-from iternet_monai.checkpoints import iternet_for_weights
-from iternet_monai.inferers import ONNX_EXPORT
-from iternet_monai.transforms import fundus_loading
+from iternet_monai.engines.checkpoints import iternet_for_weights
+from iternet_monai.inferers.inferer import ONNX_EXPORT
+from iternet_monai.transforms.fundus import fundus_loading
 
 
 def main() -> None:

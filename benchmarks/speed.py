@@ -24,14 +24,14 @@ import torch
 from monai.transforms import Compose
 
 from iternet_monai.data import builtin_datalist, load_datalist
-from iternet_monai.evaluation import model_predictor
-from iternet_monai.files import atomic_write_json
-from iternet_monai.inference import load_pipeline
-from iternet_monai.inferers import PAPER_OVERLAP, STITCHINGS, sliding_window_count
-from iternet_monai.losses import IterNetLoss
+from iternet_monai.engines.evaluation import model_predictor
+from iternet_monai.engines.inference import load_pipeline
+from iternet_monai.inferers.inferer import PAPER_OVERLAP, STITCHINGS, sliding_window_count
+from iternet_monai.losses.iternet_loss import IterNetLoss
 from iternet_monai.metrics import pixel_auc
 from iternet_monai.networks import IterNet
-from iternet_monai.transforms import FieldOfViewd, fundus_loading
+from iternet_monai.transforms.fundus import FieldOfViewd, fundus_loading
+from iternet_monai.utils.files import atomic_write_json
 
 MODES = {
     "whole": ("whole_image", 0.0),

@@ -18,8 +18,8 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from speed import device_name, sync
 
-from iternet_monai.files import atomic_write_json
-from iternet_monai.inferers import BatchedSlidingWindowInferer, sliding_window_count
+from iternet_monai.inferers.inferer import BatchedSlidingWindowInferer, sliding_window_count
+from iternet_monai.utils.files import atomic_write_json
 
 VARIANTS = {
     "monai": (SlidingWindowInferer, {}),

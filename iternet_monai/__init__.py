@@ -9,23 +9,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = [
+    "apps",
     "biomarkers",
-    "checkpoints",
     "data",
-    "errors",
-    "evaluation",
-    "files",
+    "engines",
     "handlers",
-    "inference",
     "inferers",
     "losses",
-    "measure",
     "metrics",
-    "monailabel",
     "networks",
-    "quality",
-    "training",
     "transforms",
+    "utils",
     "__version__",
 ]
 

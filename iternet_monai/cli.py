@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .data import BUILTIN_DATALISTS, DatalistError, load_datalist, make_datalist
-from .errors import COMMAND_PREFIX, find_input_error, print_problem
-from .files import atomic_write_json, check_evaluation_folder
+from iternet_monai import __version__
+from iternet_monai.data import BUILTIN_DATALISTS, DatalistError, load_datalist, make_datalist
+from iternet_monai.utils.errors import COMMAND_PREFIX, find_input_error, print_problem
+from iternet_monai.utils.files import atomic_write_json, check_evaluation_folder
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -25,8 +25,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .evaluation import EvaluationError, evaluate, map_predictor, model_predictor, summary_table
-    from .inferers import resolve_backend, resolve_mode
+    from iternet_monai.data.maps import EvaluationError
+    from iternet_monai.engines.evaluation import (
+        evaluate,
+        map_predictor,
+        model_predictor,
+        summary_table,
+    )
+    from iternet_monai.inferers.inferer import resolve_backend, resolve_mode
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     items = load_datalist(args.datalist, args.dataset_dir, args.data_key, check=True)
@@ -36,7 +42,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         predict = map_predictor(items, args.predictions)
         source = predict.description
     else:
-        from .inference import load_pipeline
+        from iternet_monai.engines.inference import load_pipeline
 
         overrides = {"ckpt_path": args.ckpt or None, "mode": args.mode, "sw_overlap": args.sw_overlap, "tta": args.tta}
         overrides.update(sw_batch_size=args.sw_batch_size, backend=args.backend, device=args.device)
@@ -91,8 +97,8 @@ def _make_datalist(args: argparse.Namespace) -> int:
 
 
 def _label_app(args: argparse.Namespace) -> int:
-    from .checkpoints import BUNDLE_DIR
-    from .monailabel import server_command, setup_app
+    from iternet_monai.apps.monailabel.server import server_command, setup_app
+    from iternet_monai.engines.checkpoints import BUNDLE_DIR
 
     app = setup_app(args.app_dir, args.bundle or BUNDLE_DIR)
     print(f"installed the bundle as {app}/model/iternet (weights: {app}/model/iternet/models); start MONAI Label:")
@@ -101,7 +107,7 @@ def _label_app(args: argparse.Namespace) -> int:
 
 
 def _convert_studies(args: argparse.Namespace) -> int:
-    from .monailabel import convert_studies
+    from iternet_monai.apps.monailabel.server import convert_studies
 
     written = convert_studies(args.source, args.target, args.overwrite)
     print(f"wrote {len(written)} studies to {args.target}")
@@ -109,7 +115,7 @@ def _convert_studies(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from .measure import measure_folders, parse_rules
+    from iternet_monai.biomarkers.measure import measure_folders, parse_rules
 
     return measure_folders(
         args.masks,
@@ -159,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser(
         "evaluate",
         help="score a model or saved probability maps on a datalist",
-        description="Evaluate under one protocol (iternet_monai.evaluation): a model.pt run on every image, or any "
+        description="Evaluate under one protocol (iternet_monai.engines): a model.pt run on every image, or any "
         "method's saved maps (PNG, TIFF, NPY, NIfTI) matched to the datalist's images by file stem.",
     )
     ev.add_argument("--datalist", required=True, help=f"datalist JSON, or one of {', '.join(BUILTIN_DATALISTS)}")
@@ -238,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     app = commands.add_parser(
         "label-app",
         help="set up a MONAI Label app folder with this bundle",
-        description="Make a MONAI Label app (iternet_monai.monailabel_app) serving a copy of the bundle. Run in the "
+        description="Make a MONAI Label app (iternet_monai.apps.monailabel) serving a copy of the bundle. Run in the "
         "MONAI Label environment (docs/monailabel.md).",
     )
     app.add_argument("--app-dir", default="apps/iternet", help="app folder to create (default: apps/iternet)")

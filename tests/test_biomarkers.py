@@ -10,7 +10,7 @@ from scipy.integrate import quad
 from scipy.spatial import cKDTree
 from skimage.draw import line
 
-from iternet_monai.biomarkers import IMAGE_COLUMNS, SEGMENT_COLUMNS, box_counting_dimension, measure_vessels
+from iternet_monai.biomarkers.measures import IMAGE_COLUMNS, SEGMENT_COLUMNS, box_counting_dimension, measure_vessels
 
 
 def bar(length: float, width: float, angle: float, shape=(300, 300)) -> np.ndarray:

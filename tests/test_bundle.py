@@ -270,8 +270,8 @@ def on_a_full_disk(command: list[str], disk: Path, size: str = "200k") -> list[s
 ATOMIC_WRITE_ON_A_FULL_DISK = """
 import sys
 from pathlib import Path
-from iternet_monai.errors import OutputError
-from iternet_monai.files import atomic_write_text
+from iternet_monai.utils.errors import OutputError
+from iternet_monai.utils.files import atomic_write_text
 path = Path(sys.argv[1]) / "table.csv"
 try:
     atomic_write_text(path, "x" * 1_000_000)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from iternet_monai.errors import InputError, flag, optional
+from iternet_monai.utils.errors import InputError, flag, optional
 
 
 @pytest.mark.parametrize("value", [None, "", "none", "None", "NONE", " none ", Path("None")])

@@ -10,10 +10,10 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from iternet_monai.cli import main as cli
-from iternet_monai.errors import InputError
-from iternet_monai.evaluation import EvaluationError, read_probability_map
+from iternet_monai.data.maps import EvaluationError, read_probability_map
 from iternet_monai.metrics import protocol_metrics
 from iternet_monai.networks import IterNet
+from iternet_monai.utils.errors import InputError
 
 
 def write_maps(drive, folder, suffix=".png", shape=None, stems=("01_test", "02_test")):
@@ -165,7 +165,7 @@ def test_binary_maps_are_read_as_binary_and_said_so(drive, tmp_path, caplog, hig
 def test_inference_output_folder_is_accepted_as_it_is(drive, tmp_path):
     import nibabel as nib
 
-    from iternet_monai.evaluation import match_maps
+    from iternet_monai.data.maps import match_maps
 
     maps = tmp_path / "maps"
     truth = drive_arrays(drive, "01_test")[0]
@@ -240,7 +240,7 @@ def test_empty_maps_nan_reasons_and_topology(drive, tmp_path, capsys):
 
 def test_a_failure_mid_run_leaves_no_output_that_looks_complete(drive, tmp_path):
     from iternet_monai.data import load_datalist
-    from iternet_monai.evaluation import evaluate as run_evaluation
+    from iternet_monai.engines.evaluation import evaluate as run_evaluation
 
     items = load_datalist(drive_datalist(drive, tmp_path, ("01_test", "02_test")), drive, "testing")
 
@@ -265,7 +265,7 @@ def test_an_overwritten_evaluation_holds_only_its_own_overlays_and_no_leftovers(
     otherwise mix two evaluations) and the temporary files an interrupted evaluation left; overlays alone (a killed
     evaluation) are an earlier evaluation's outputs too."""
     from iternet_monai.data import load_datalist
-    from iternet_monai.evaluation import evaluate as run_evaluation
+    from iternet_monai.engines.evaluation import evaluate as run_evaluation
 
     items = load_datalist(drive_datalist(drive, tmp_path, ("01_test", "02_test")), drive, "testing")
     out = tmp_path / "out"
@@ -375,7 +375,7 @@ def pixel_totals(items, size):
     """(FoV pixels, round-trip ground-truth positives inside the FoV, all of them) over a datalist's items."""
     from monai.transforms import Compose
 
-    from iternet_monai.transforms import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
+    from iternet_monai.transforms.fundus import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
 
     load, round_trip = Compose(fundus_loading() + [FieldOfViewd("mask")]), GroundTruthRoundTripd("label", size)
     fov_total = inside = everywhere = 0
@@ -412,7 +412,7 @@ def derived_fov_errors(pairs):
     """Per image: (pixels where the derived FoV and the reference mask differ, all pixels, derived components)."""
     from scipy import ndimage
 
-    from iternet_monai.transforms import derive_field_of_view
+    from iternet_monai.transforms.fundus import derive_field_of_view
 
     rows = []
     for image, mask in pairs:
@@ -517,7 +517,7 @@ def test_derived_fov_follows_the_edge_whatever_the_surround(surround, halo):
     the retina stays outside: the FoV ends where the brightness falls."""
     from scipy import ndimage
 
-    from iternet_monai.transforms import derive_field_of_view
+    from iternet_monai.transforms.fundus import derive_field_of_view
 
     for seed in range(2):
         photo, disc = third_camera_photo(surround, halo, seed)
@@ -530,7 +530,7 @@ def test_derived_fov_follows_the_edge_whatever_the_surround(surround, halo):
 def test_a_crop_inside_the_fundus_is_all_field_of_view(drive):
     """Corners as bright as the centre are no surround: a 300x300 crop from the middle of each DRIVE test
     photograph, optic disc and vessels included, is its own FoV."""
-    from iternet_monai.transforms import derive_field_of_view
+    from iternet_monai.transforms.fundus import derive_field_of_view
 
     for image in sorted((drive / "test" / "images").glob("*.tif")):
         photo = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
@@ -541,7 +541,7 @@ def test_a_crop_inside_the_fundus_is_all_field_of_view(drive):
 def test_derived_fov_on_dark_noisy_uneven_backgrounds():
     from scipy import ndimage
 
-    from iternet_monai.transforms import FieldOfViewd
+    from iternet_monai.transforms.fundus import FieldOfViewd
 
     for seed in range(12):
         photo, disc = dark_fundus_photo(seed)

@@ -7,10 +7,10 @@ import torch
 from conftest import bundle
 from monai.transforms import Compose
 
-from iternet_monai.checkpoints import iternet_for_weights
-from iternet_monai.inferers import ONNX_EXPORT
+from iternet_monai.engines.checkpoints import iternet_for_weights
+from iternet_monai.inferers.inferer import ONNX_EXPORT
 from iternet_monai.networks import IterNet
-from iternet_monai.transforms import fundus_loading
+from iternet_monai.transforms.fundus import fundus_loading
 
 INFERENCE = "bundles/iternet/configs/inference.json"
 
@@ -61,7 +61,7 @@ def test_onnx_export_matches_eager_on_a_drive_photo_of_any_size(weights_and_phot
 
 @pytest.mark.slow
 def test_onnxruntime_backend_gives_the_pytorch_output_and_exports_once(weights_and_photo, tmp_path):
-    from iternet_monai.inferers import OnnxRuntimeNetwork, prepare_network
+    from iternet_monai.inferers.inferer import OnnxRuntimeNetwork, prepare_network
 
     weights, photo, eager = weights_and_photo
     network = iternet_for_weights(weights)
@@ -79,7 +79,7 @@ def test_onnxruntime_backend_gives_the_pytorch_output_and_exports_once(weights_a
 def test_auto_backend_is_onnxruntime_on_a_cpu_where_installed_and_pytorch_on_a_gpu(monkeypatch):
     import importlib.util
 
-    from iternet_monai.inferers import resolve_backend
+    from iternet_monai.inferers.inferer import resolve_backend
 
     assert resolve_backend("auto", "cpu") == "onnxruntime"  # the test extra installs it
     assert resolve_backend("auto", "cuda") == resolve_backend("pytorch", "cpu") == "pytorch"

@@ -1,4 +1,4 @@
-"""The GPU job (benchmarks/gpu_run.sh) cannot rot: its --smoke run does every step on the CPU with a tiny network."""
+"""The GPU job (release/gpu_run.sh) cannot rot: its --smoke run does every step on the CPU with a tiny network."""
 
 import hashlib
 import json
@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "release"))
 from gpu_run import TRAINING_ATTEMPTS, Job, training_command  # noqa: E402
 
-from iternet_monai.checkpoints import iternet_for_weights  # noqa: E402
-from iternet_monai.training import latest_stats  # noqa: E402
+from iternet_monai.engines.checkpoints import iternet_for_weights  # noqa: E402
+from iternet_monai.engines.training import latest_stats  # noqa: E402
 
 
 @pytest.mark.slow
@@ -24,7 +24,7 @@ def test_smoke_run_does_every_step_and_writes_at_most_eight_files(drive, tmp_pat
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.setdefault("ITERNET_SHARED_DATA", str(drive.parent))
     result = subprocess.run(
-        ["bash", "benchmarks/gpu_run.sh", "--smoke", str(tmp_path / "out")],
+        ["bash", "release/gpu_run.sh", "--smoke", str(tmp_path / "out")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -59,7 +59,7 @@ def check_shipping(out: Path, results: dict, scratch: Path) -> None:
     shutil.copytree(REPO / "docs", scratch / "docs")
     shutil.copyfile(REPO / "README.md", scratch / "README.md")
     ship = [
-        sys.executable, "benchmarks/ship_run.py", str(out), "--bundle", str(scratch / "bundle"),
+        sys.executable, "release/ship_run.py", str(out), "--bundle", str(scratch / "bundle"),
         "--docs", str(scratch / "docs"), "--readme", str(scratch / "README.md"),
     ]  # fmt: skip
     refused = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)

@@ -19,11 +19,9 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose
 from PIL import Image
 
-from iternet_monai.checkpoints import BUNDLE_DIR, CheckpointError
-from iternet_monai.errors import InputError, find_input_error, hide_empty_input_summary
-from iternet_monai.files import output_source, unique_names
-from iternet_monai.inference import InferenceInputs, load_pipeline
-from iternet_monai.inferers import (
+from iternet_monai.engines.checkpoints import BUNDLE_DIR, CheckpointError
+from iternet_monai.engines.inference import InferenceInputs, load_pipeline
+from iternet_monai.inferers.inferer import (
     PAPER_OVERLAP,
     BatchedSlidingWindowInferer,
     FlipAveragingInferer,
@@ -33,7 +31,9 @@ from iternet_monai.inferers import (
     sliding_window_count,
 )
 from iternet_monai.networks import IterNet
-from iternet_monai.transforms import fundus_loading
+from iternet_monai.transforms.fundus import fundus_loading
+from iternet_monai.utils.errors import InputError, find_input_error, hide_empty_input_summary
+from iternet_monai.utils.files import output_source, unique_names
 
 INFERENCE = "bundles/iternet/inference.json"
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from iternet_monai.losses import IterNetLoss
+from iternet_monai.losses.iternet_loss import IterNetLoss
 from iternet_monai.networks import IterNet
 
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO, fundus_like, write_image
 from PIL import Image
 
+from iternet_monai.biomarkers.quality import photograph_fov
 from iternet_monai.cli import main
-from iternet_monai.quality import photograph_fov
 
 
 def read_csv(path) -> list[dict]:

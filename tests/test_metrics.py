@@ -6,7 +6,7 @@ from monai.handlers import from_engine
 from skimage.morphology import skeletonize
 from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_score, recall_score, roc_auc_score
 
-from iternet_monai.handlers import Connectivity, PixelAUC, VesselThresholdMetric
+from iternet_monai.handlers.metric_handlers import Connectivity, PixelAUC, VesselThresholdMetric
 from iternet_monai.metrics import (
     Betti0ErrorMetric,
     CALMetric,
@@ -231,7 +231,7 @@ def test_topology_metrics_do_not_depend_on_array_orientation(drive):
     this very label, so the test can fail): the metrics give the value of the image as stored either way."""
     from monai.transforms import Compose
 
-    from iternet_monai.transforms import fundus_loading
+    from iternet_monai.transforms.fundus import fundus_loading
 
     truth, fov, prob = truth_hw_and_prob(drive)
     assert skeletonize(truth).sum() != skeletonize(truth.T).sum()
@@ -340,7 +340,7 @@ def test_bundle_evaluate_config_reports_the_protocol_metrics():
     from conftest import REPO
     from monai.bundle import ConfigParser
 
-    from iternet_monai.handlers import VesselMetricHandler
+    from iternet_monai.handlers.metric_handlers import VesselMetricHandler
     from iternet_monai.metrics import protocol_metrics
 
     parser = ConfigParser()

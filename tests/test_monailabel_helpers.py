@@ -8,9 +8,10 @@ import pytest
 from conftest import fundus_like, write_image
 from PIL import Image
 
+from iternet_monai.apps.monailabel.server import DATASTORE_SUFFIXES, server_command
 from iternet_monai.cli import main as cli
-from iternet_monai.errors import InputError
-from iternet_monai.monailabel import DATASTORE_SUFFIXES, RequirePhotod, server_command
+from iternet_monai.transforms import RequirePhotod
+from iternet_monai.utils.errors import InputError
 
 
 def test_convert_studies_gives_every_photo_a_listed_unique_name_and_keeps_existing(tmp_path, capsys):
@@ -73,7 +74,7 @@ def test_label_app_writes_the_app_and_refuses_to_replace_an_installed_bundle(tmp
     assert cli(["label-app", "--app-dir", str(tmp_path / "app"), "--bundle", str(bundle), "--studies", "s"]) == 0
     printed = capsys.readouterr().out
     assert " ".join(server_command(tmp_path / "app", "s", 8000)) in printed
-    assert "iternet_monai.monailabel_app import IterNetApp" in (tmp_path / "app" / "main.py").read_text()
+    assert "iternet_monai.apps.monailabel.app import IterNetApp" in (tmp_path / "app" / "main.py").read_text()
     installed = tmp_path / "app" / "model" / "iternet"
     assert (installed / "configs" / "inference.json").is_file() and (installed / "models").is_dir()
     (installed / "models" / "model.pt").write_bytes(b"fine-tuned weights")

@@ -6,9 +6,9 @@ import torch
 from monai.networks.nets import DynUNet
 from torch import nn
 
-from iternet_monai.checkpoints import CheckpointError, load_weights, weights_shape
-from iternet_monai.errors import InputError, find_input_error
+from iternet_monai.engines.checkpoints import CheckpointError, load_weights, weights_shape
 from iternet_monai.networks import REFINERIES, IterNet, MiniUNet, WeightsShapeError, register_refinery
+from iternet_monai.utils.errors import InputError, find_input_error
 
 
 def count(module: nn.Module) -> int:

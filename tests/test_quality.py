@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iternet_monai.errors import InputError
-from iternet_monai.measure import parse_rules
-from iternet_monai.quality import QUALITY_COLUMNS, photograph_fov, quality_flags, quality_measures
+from iternet_monai.biomarkers.measure import parse_rules
+from iternet_monai.biomarkers.quality import QUALITY_COLUMNS, photograph_fov, quality_flags, quality_measures
+from iternet_monai.utils.errors import InputError
 
 
 def drive_image(drive, number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

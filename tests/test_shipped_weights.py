@@ -54,9 +54,9 @@ def test_onnxruntime_gives_pytorchs_output_with_the_shipped_weights(file, drive,
     import torch
     from monai.transforms import Compose
 
-    from iternet_monai.checkpoints import iternet_for_weights
-    from iternet_monai.inferers import OnnxRuntimeNetwork
-    from iternet_monai.transforms import fundus_loading
+    from iternet_monai.engines.checkpoints import iternet_for_weights
+    from iternet_monai.inferers.inferer import OnnxRuntimeNetwork
+    from iternet_monai.transforms.fundus import fundus_loading
 
     image = Compose(fundus_loading(["image"]))({"image": str(drive / "test" / "images" / "01_test.tif")})["image"]
     photo = torch.nn.functional.pad(image[None].as_tensor(), (0, -584 % 16, 0, -565 % 16))

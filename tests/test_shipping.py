@@ -32,7 +32,7 @@ def test_a_training_run_is_scored_and_shipped_from_its_own_files(drive, tmp_path
     trained = subprocess.run(train, cwd=REPO, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr[-3000:]
     score = [
-        sys.executable, "benchmarks/score_run.py", str(tmp_path / "out"), "--models-dir",
+        sys.executable, "release/score_run.py", str(tmp_path / "out"), "--models-dir",
         str(tmp_path / "run" / "models"), "--run", "tiny", "--dataset", "drive", "--dataset-dir", str(drive),
         "--datalist", str(datalist),
         "--training-command", "python -m monai.bundle run training (tiny)",
@@ -55,7 +55,7 @@ def test_a_training_run_is_scored_and_shipped_from_its_own_files(drive, tmp_path
     results["dataset"] = "chase_db1"  # shipped as the other dataset's model: its own file and section
     (tmp_path / "out" / "results.json").write_text(json.dumps(results))
     ship = [
-        sys.executable, "benchmarks/ship_run.py", str(tmp_path / "out"), "--bundle", str(scratch / "bundle"),
+        sys.executable, "release/ship_run.py", str(tmp_path / "out"), "--bundle", str(scratch / "bundle"),
         "--docs", str(scratch / "docs"), "--readme", str(scratch / "README.md"),
     ]  # fmt: skip
     shipped = subprocess.run(ship, cwd=REPO, capture_output=True, text=True)

@@ -1,7 +1,7 @@
 """Training runs that lose nothing: atomic checkpoints, kills, resumes, the random stream, progress, defaults.
 
 A small synthetic training (8 random images, random crops and flips, a network with dropout) runs MONAI's
-``SupervisedTrainer`` under :class:`~iternet_monai.training.TrainingRun` in a second; the bundle's end-to-end runs
+``SupervisedTrainer`` under :class:`~iternet_monai.engines.TrainingRun` in a second; the bundle's end-to-end runs
 are in ``test_bundle.py``.
 """
 
@@ -20,11 +20,11 @@ import torch
 from conftest import REPO, STEPS, synthetic_run
 from ignite.engine import Events
 
-from iternet_monai import training
-from iternet_monai.checkpoints import CheckpointError, read_checkpoint
-from iternet_monai.errors import InputError
-from iternet_monai.handlers import engine_loss
-from iternet_monai.training import TrainingProgress, TrainingRun, default_num_workers
+from iternet_monai.engines import training
+from iternet_monai.engines.checkpoints import CheckpointError, read_checkpoint
+from iternet_monai.engines.training import TrainingProgress, TrainingRun, default_num_workers
+from iternet_monai.handlers.metric_handlers import engine_loss
+from iternet_monai.utils.errors import InputError
 
 
 def checkpoints(run: TrainingRun) -> list[str]:
@@ -188,7 +188,7 @@ def test_a_second_training_in_the_same_models_folder_is_refused_until_the_first_
 KILLED_WHILE_HOLDING = """
 import os, signal, sys
 from pathlib import Path
-from iternet_monai.training import TrainingRun
+from iternet_monai.engines.training import TrainingRun
 run = TrainingRun(Path(sys.argv[1]) / "models", Path(sys.argv[1]) / "eval", name="killed")
 run.hold()
 os.kill(os.getpid(), signal.SIGKILL)
@@ -245,9 +245,9 @@ def test_progress_from_the_first_step_with_an_estimate_and_the_advice_for_hours(
     def attach_progress(trainer):
         TrainingProgress(interval_seconds=0, estimate_steps=3).attach(trainer)
 
-    with caplog.at_level(logging.INFO, logger="iternet_monai.training"):
+    with caplog.at_level(logging.INFO, logger="iternet_monai.engines.training"):
         synthetic_run(tmp_path / "fast", epochs=2, hook=attach_progress)
-    lines = [r.getMessage() for r in caplog.records if r.name == "iternet_monai.training"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "iternet_monai.engines.training"]
     assert lines[0].startswith("training run run-") and "loading the images" in lines[2]
     assert any(line.startswith("training on cpu: 2 epochs x 4 steps, 8 steps to go") for line in lines)
     assert any(line.startswith("first step (2 patches of 16x16) done in") for line in lines)
@@ -256,7 +256,7 @@ def test_progress_from_the_first_step_with_an_estimate_and_the_advice_for_hours(
     caplog.clear()
     clock = iter(range(0, 10**9, 1000))  # every reading of the clock is 1000 s later: a very slow device
     monkeypatch.setattr(training.time, "monotonic", lambda: float(next(clock)))
-    with caplog.at_level(logging.INFO, logger="iternet_monai.training"):
+    with caplog.at_level(logging.INFO, logger="iternet_monai.engines.training"):
         synthetic_run(tmp_path / "slow", epochs=2, hook=attach_progress)
     estimate = [r.getMessage() for r in caplog.records if r.getMessage().startswith("speed on this cpu")]
     assert len(estimate) == 1 and "That is hours on a CPU: a GPU trains this schedule in minutes" in estimate[0]
@@ -327,7 +327,7 @@ def test_the_last_epoch_of_a_schedule_cut_short_is_validated(tmp_path):
     from monai.data import DataLoader
     from monai.engines import SupervisedEvaluator
 
-    from iternet_monai.training import TrainingValidation
+    from iternet_monai.engines.training import TrainingValidation
 
     validated: list[int] = []
 

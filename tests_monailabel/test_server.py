@@ -21,8 +21,8 @@ import requests
 import torch
 from PIL import Image
 
-from iternet_monai.inferers import PAPER_OVERLAP
-from iternet_monai.monailabel import convert_studies, server_command, setup_app
+from iternet_monai.apps.monailabel.server import convert_studies, server_command, setup_app
+from iternet_monai.inferers.inferer import PAPER_OVERLAP
 from iternet_monai.networks import IterNet
 
 REPO = Path(__file__).resolve().parents[1]

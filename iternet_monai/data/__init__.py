@@ -1,6 +1,6 @@
 """Datalists: MONAI Decathlon-style JSON files with paths relative to a dataset folder, checked before use."""
 
-from .datalist import (
+from iternet_monai.data.datalist import (
     BUILTIN_DATALISTS,
     DatalistError,
     builtin_datalist,
@@ -11,8 +11,22 @@ from .datalist import (
     load_datalist,
     make_datalist,
 )
+from iternet_monai.data.maps import (
+    PROBABILITY_SUFFIXES,
+    EvaluationError,
+    check_maps,
+    is_binary_map,
+    match_maps,
+    read_probability_map,
+)
 
 __all__ = [
+    "PROBABILITY_SUFFIXES",
+    "EvaluationError",
+    "read_probability_map",
+    "is_binary_map",
+    "match_maps",
+    "check_maps",
     "BUILTIN_DATALISTS",
     "DatalistError",
     "builtin_datalist",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import InputError, optional
-from ..files import PHOTO_SUFFIXES, file_stem, file_suffix
+from iternet_monai.utils.errors import InputError, optional
+from iternet_monai.utils.files import PHOTO_SUFFIXES, file_stem, file_suffix
 
 BUILTIN_DATALISTS = ("drive", "chase_db1", "chase_db1_oliveira_fov", "stare")
 PATH_KEYS = ("image", "label", "mask")
@@ -228,7 +228,7 @@ def bundle_datalist(
     min_size: int | Sequence[int] | None = None,
 ) -> list[dict]:
     """:func:`load_datalist` for bundle configs: its DatalistError ends the command with one message and no
-    traceback (the bundle's ``initialize`` installs :func:`~iternet_monai.errors.report_input_errors`).
+    traceback (the bundle's ``initialize`` installs :func:`~iternet_monai.utils.errors.report_input_errors`).
 
     ``validation`` may be absent: training then runs without validation, which is logged in one line.
     """

@@ -1,7 +1,7 @@
 """Vessel segmentation metrics as MONAI cumulative metrics: pixel metrics and topology metrics."""
 
-from .protocol import POOLED_METRICS, protocol_metrics, protocol_rules
-from .topology import (
+from iternet_monai.metrics.protocol import POOLED_METRICS, protocol_metrics, protocol_rules
+from iternet_monai.metrics.topology import (
     CAL_COMPONENTS,
     Betti0ErrorMetric,
     CALMetric,
@@ -13,7 +13,14 @@ from .topology import (
     connectivity,
     count_components,
 )
-from .vessel import THRESHOLD_METRICS, PixelAUCMetric, ThresholdMetric, confusion_counts, fov_pixels, pixel_auc
+from iternet_monai.metrics.vessel import (
+    THRESHOLD_METRICS,
+    PixelAUCMetric,
+    ThresholdMetric,
+    confusion_counts,
+    fov_pixels,
+    pixel_auc,
+)
 
 __all__ = [
     "THRESHOLD_METRICS",

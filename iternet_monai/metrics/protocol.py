@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from monai.metrics import CumulativeIterationMetric
 
-from .topology import (
+from iternet_monai.metrics.topology import (
     CONNECTIVITY_THRESHOLDS,
     Betti0ErrorMetric,
     CALMetric,
     ClDiceMetric,
     ConnectivityMetric,
 )
-from .vessel import THRESHOLD_METRICS, PixelAUCMetric, ThresholdMetric
+from iternet_monai.metrics.vessel import THRESHOLD_METRICS, PixelAUCMetric, ThresholdMetric
 
 __all__ = ["POOLED_METRICS", "protocol_metrics", "protocol_rules"]
 

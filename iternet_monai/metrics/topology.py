@@ -31,7 +31,7 @@ from scipy import ndimage
 from scipy.integrate import trapezoid
 from skimage.morphology import disk, skeletonize
 
-from .vessel import fov_pixels
+from iternet_monai.metrics.vessel import fov_pixels
 
 __all__ = [
     "count_components",

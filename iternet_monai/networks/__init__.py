@@ -1,6 +1,6 @@
 """Networks: IterNet and its registry of refinery modules."""
 
-from .iternet import (
+from iternet_monai.networks.iternet import (
     REFINERIES,
     IterNet,
     MiniUNet,

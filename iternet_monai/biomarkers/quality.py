@@ -4,7 +4,7 @@ uncertainty and of the vessel density, each compared with documented limits; the
 
 The rules and the derivation of every default limit from the DRIVE and CHASE_DB1 ground truth are in
 docs/biomarkers.md; the model-uncertainty limits come from the shipped DRIVE model's probability maps of DRIVE's and
-CHASE_DB1's test photographs (``benchmarks/quality_limits.py``).
+CHASE_DB1's test photographs (``release/quality_limits.py``).
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ QUALITY_COLUMNS: dict[str, tuple[str, str, str, str]] = {
 
 def photograph_fov(photo: np.ndarray) -> np.ndarray:
     """The field of view of an (H, W, 3) photograph (uint8, or float in [0, 1]) by the project's one derivation,
-    :class:`iternet_monai.transforms.FieldOfViewd`; (H, W) bool."""
-    from .transforms import FieldOfViewd
+    :class:`iternet_monai.transforms.fundus.FieldOfViewd`; (H, W) bool."""
+    from iternet_monai.transforms.fundus import FieldOfViewd
 
     image = np.asarray(photo, np.float32)
     if np.asarray(photo).dtype == np.uint8:

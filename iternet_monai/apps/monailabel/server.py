@@ -1,21 +1,17 @@
-"""Helpers to serve the bundle with MONAI Label: set up the app (:mod:`iternet_monai.monailabel_app`), the command
-that starts it, photographs converted for its datastore, and the check that refuses unusable requests. MONAI Label
+"""Helpers to serve the bundle with MONAI Label: set up the app (:mod:`iternet_monai.apps.monailabel.app`), the command
+that starts it, and photographs converted for its datastore. MONAI Label
 itself lives in its own environment (``tox -e monailabel``); these helpers only copy files and name commands."""
 
 from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
-from monai.config import KeysCollection
-from monai.transforms import MapTransform
 from PIL import Image
 
-from .errors import InputError
-from .files import PHOTO_SUFFIXES, atomic_path, atomic_write_text, file_suffix, unique_names
+from iternet_monai.utils.errors import InputError
+from iternet_monai.utils.files import PHOTO_SUFFIXES, atomic_path, atomic_write_text, file_suffix, unique_names
 
 __all__ = [
     "DATASTORE_SUFFIXES",
@@ -23,7 +19,6 @@ __all__ = [
     "setup_app",
     "convert_studies",
     "server_command",
-    "RequirePhotod",
 ]
 
 # What MONAI Label 0.8.5's LocalDatastore lists (MONAI_LABEL_DATASTORE_FILE_EXT; .tif is read as pathology there),
@@ -34,12 +29,12 @@ COPIED_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
 
 APP_MAIN = '''"""MONAI Label app of the IterNet bundle in model/iternet (written by iternet-monai label-app)."""
 
-from iternet_monai.monailabel_app import IterNetApp  # noqa: F401 - MONAI Label loads the MONAILabelApp subclass
+from iternet_monai.apps.monailabel.app import IterNetApp  # noqa: F401 - MONAI Label loads the MONAILabelApp subclass
 '''
 
 
 def setup_app(app_dir: str | Path, bundle: str | Path) -> Path:
-    """Make ``app_dir`` a MONAI Label app serving a copy of ``bundle`` (:mod:`iternet_monai.monailabel_app`):
+    """Make ``app_dir`` a MONAI Label app serving a copy of ``bundle`` (:mod:`iternet_monai.apps.monailabel.app`):
     ``main.py``, and ``model/iternet`` with ``models/`` for its weights. Refuses to replace an installed bundle,
     whose ``models/`` may hold fine-tuned weights. Returns the app folder."""
     app, bundle = Path(app_dir), Path(bundle)
@@ -81,7 +76,7 @@ def server_command(
 def convert_studies(source: str | Path, target: str | Path, overwrite: bool = False) -> list[Path]:
     """Copy the photographs of ``source`` into ``target`` as files MONAI Label's datastore lists: PNG and JPEG are
     copied (``.jpeg`` as ``.jpg``), GIF, PPM, TIFF and BMP become RGB PNG, each under a unique name
-    (:func:`~iternet_monai.files.unique_names`) and written atomically. Nothing is written when a target file
+    (:func:`~iternet_monai.utils.files.unique_names`) and written atomically. Nothing is written when a target file
     exists, unless ``overwrite``."""
     source, target = Path(source), Path(target)
     if not source.is_dir():
@@ -108,61 +103,3 @@ def convert_studies(source: str | Path, target: str | Path, overwrite: bool = Fa
                 with Image.open(path) as image:
                     image.convert("RGB").save(temporary, format="PNG")
     return outputs
-
-
-class RequirePhotod(MapTransform):
-    """First step of the bundle's ``preprocessing``: a request MONAI Label cannot serve is refused before any work,
-    with the HTTP status a client can act on instead of MONAI Label's generic 500: an image that does not exist
-    (an unknown image id) 404, one above ``max_pixels`` 413 (read from the header: a 6000x6000 upload would hold a
-    CPU server for half an hour), one below ``min_size`` pixels a side or not a usable RGB photograph
-    (:func:`~iternet_monai.data.check_files`) 415. MONAI Label calls the transforms directly, so FastAPI's
-    HTTPException reaches the client; where FastAPI is not installed (batch inference, which checks its files
-    first) the error is an InputError.
-
-    MONAI Label passes neither the id of an unknown image (it becomes ``''``) nor an upload's file name (it saves
-    the upload as a temporary file), so the messages say "the requested image" and "the uploaded file" there."""
-
-    def __init__(
-        self, keys: KeysCollection = "image", max_pixels: int | None = 4096 * 4096, min_size: int = 16
-    ) -> None:
-        super().__init__(keys)
-        self.max_pixels, self.min_size = max_pixels, min_size
-
-    @staticmethod
-    def _refuse(status: int, message: str) -> Exception:
-        try:
-            from fastapi import HTTPException  # only in MONAI Label's environment
-        except ImportError:
-            return InputError(message)
-        return HTTPException(status_code=status, detail=message)
-
-    @staticmethod
-    def _name(path: Path) -> str:
-        uploaded = path.parent == Path(tempfile.gettempdir()) and path.name.startswith("tmp")
-        return "the uploaded file" if uploaded else path.name
-
-    def __call__(self, data: Mapping) -> dict:
-        from .data import check_files
-
-        d = dict(data)
-        for key in self.key_iterator(d):
-            value = d[key]
-            if not isinstance(value, (str, Path)):
-                continue
-            if not str(value) or not Path(value).is_file():
-                shown = f" ('{value}')" if str(value) else ""
-                raise self._refuse(404, f"the requested image{shown} is not in the datastore")
-            path, name = Path(value), self._name(Path(value))
-            try:
-                with Image.open(path) as image:
-                    width, height = image.size
-            except Exception as err:
-                raise self._refuse(415, f"{name} is not a readable image ({err.__class__.__name__})") from err
-            if self.max_pixels is not None and width * height > self.max_pixels:
-                raise self._refuse(
-                    413, f"{name} is {width}x{height} pixels, more than the limit of {self.max_pixels:,} (max_pixels)"
-                )
-            _, problems = check_files([{"image": str(path)}], ("image",), min_size=self.min_size)
-            if problems:
-                raise self._refuse(415, f"{name}: {problems[0].split(': ', 1)[1]}")
-        return d

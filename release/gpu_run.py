@@ -2,7 +2,7 @@
 images (whole image and stride 3; inside the FoV and the whole image; and with the released code's resized ground
 truth, as the paper's tables), time inference and training, and write at most five files to OUT_DIR.
 
-    benchmarks/gpu_run.sh [--smoke] OUT_DIR        (installs carried wheels, then runs this)
+    release/gpu_run.sh [--smoke] OUT_DIR        (installs carried wheels, then runs this)
 
 Every step runs even when an earlier one failed; the failures are in ``results.json``, which is rewritten after every
 step, so a run killed from outside still leaves what it measured. Training has a time budget (``--train-minutes``):
@@ -253,9 +253,9 @@ def main() -> int:
     python = sys.executable
     import torch
 
-    from iternet_monai.files import atomic_write_json
-    from iternet_monai.inferers import PAPER_OVERLAP
-    from iternet_monai.training import latest_stats
+    from iternet_monai.engines.training import latest_stats
+    from iternet_monai.inferers.inferer import PAPER_OVERLAP
+    from iternet_monai.utils.files import atomic_write_json
 
     drive = drive_folder()
     datalist = smoke_datalist(work) if args.smoke else Path("iternet_monai/data/datalists/drive.json")

@@ -24,18 +24,18 @@ from PIL import Image
 from sklearn.metrics import precision_recall_curve, roc_curve
 from tqdm import tqdm
 
-from .errors import InputError
-from .files import atomic_path, atomic_write_json, check_evaluation_folder, file_stem, output_source, remove_leftovers
-from .metrics import POOLED_METRICS, PixelAUCMetric, ThresholdMetric, protocol_metrics, protocol_rules
-from .transforms import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
+from iternet_monai.data.maps import EvaluationError, check_maps, read_probability_map
+from iternet_monai.metrics import POOLED_METRICS, PixelAUCMetric, ThresholdMetric, protocol_metrics, protocol_rules
+from iternet_monai.transforms.fundus import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
+from iternet_monai.utils.files import (
+    atomic_path,
+    atomic_write_json,
+    check_evaluation_folder,
+    file_stem,
+    remove_leftovers,
+)
 
 __all__ = [
-    "PROBABILITY_SUFFIXES",
-    "EvaluationError",
-    "read_probability_map",
-    "is_binary_map",
-    "match_maps",
-    "check_maps",
     "MapPredictor",
     "map_predictor",
     "model_predictor",
@@ -45,9 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-PROBABILITY_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
-# When an image has several maps of one name in different formats, the most precise one is read.
-FORMAT_PREFERENCE = (".nii.gz", ".nii", ".npy", ".tif", ".tiff", ".png")
 COUNT_FIELDS = ("tp", "fp", "fn", "tn", "fov_pixels", "vessel_pixels")
 BINARY_NOTE = (
     "AUC and PR AUC of a binary map are those of its one operating point (a two-step curve), not a ranking of "
@@ -55,146 +52,6 @@ BINARY_NOTE = (
 )
 # Overlay colours: true positive, false positive, false negative, outside the FoV.
 TP_COLOUR, FP_COLOUR, FN_COLOUR, OUTSIDE_COLOUR = (255, 255, 255), (230, 40, 40), (40, 120, 255), (40, 40, 40)
-
-
-class EvaluationError(InputError):
-    """An input that cannot be evaluated; the message names the image or map."""
-
-
-def read_probability_map(path: str | Path) -> np.ndarray:
-    """A probability map as float64 (H, W) in [0, 1]: 8-bit (/255) or 16-bit (/65535) PNG/TIFF, float TIFF, NPY,
-    or NIfTI written as this project's inference writes it (first axis = width). An integer image holding only 0
-    and 1 is a binary map and is read as 0/1 (not as 0 and 1/255)."""
-    path = Path(path)
-    name = path.name.lower()
-    try:
-        if name.endswith(".npy"):
-            array = np.load(path).astype(np.float64)
-        elif name.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            array = np.squeeze(np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)).T
-        else:
-            with Image.open(path) as image:
-                scale = {"1": 1.0, "L": 255.0, "P": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0}
-                if image.mode in ("RGB", "RGBA"):
-                    rgb = np.asarray(image.convert("RGB"))
-                    if not (rgb[..., 0] == rgb[..., 1]).all() or not (rgb[..., 0] == rgb[..., 2]).all():
-                        raise EvaluationError(f"{path}: a colour image, not a single-channel probability map")
-                    image = image.convert("L")
-                array = np.asarray(image.convert("L") if image.mode == "P" else image, dtype=np.float64)
-                if image.mode in scale and array.max() > 1:
-                    array = array / scale[image.mode]
-    except EvaluationError:
-        raise
-    except Exception as err:
-        raise EvaluationError(f"{path}: cannot read the probability map ({err})") from err
-    array = np.squeeze(array)
-    if array.ndim != 2:
-        raise EvaluationError(f"{path}: expected a 2-D probability map, got shape {array.shape}")
-    if np.isnan(array).any():
-        raise EvaluationError(f"{path}: the probability map contains NaN values")
-    if not np.isfinite(array).all():
-        raise EvaluationError(f"{path}: the probability map contains infinite values")
-    if array.min() < 0 or array.max() > 1:
-        raise EvaluationError(f"{path}: values must lie in [0, 1], got [{array.min():g}, {array.max():g}]")
-    return array
-
-
-def is_binary_map(array: np.ndarray) -> bool:
-    """Whether a map read by :func:`read_probability_map` holds only 0 and 1."""
-    return bool(np.isin(array, (0.0, 1.0)).all())
-
-
-# How evaluation ranks inference's outputs of one image: a map of the image's own name or its probability map
-# first, the binary mask next, other names (2) after, the overlay (a colour picture) last.
-ROLE_OF_OUTPUT = {None: 0, "probability": 0, "mask": 1, "overlay": 3}
-
-
-def _rank(path: Path, stem: str) -> tuple[int, int]:
-    """Which of an image's candidate maps to read: its own name or ``_prob`` first, then ``_mask`` (binary), then
-    other names, ``_overlay`` (a colour picture) last; among equals the most precise format."""
-    source, kind = output_source(path)
-    role = ROLE_OF_OUTPUT[kind] if source == stem else 2
-    suffix = next(s for s in FORMAT_PREFERENCE if path.name.lower().endswith(s))
-    return role, FORMAT_PREFERENCE.index(suffix)
-
-
-def _match(items: Sequence[dict], folder: Path) -> tuple[dict[str, Path], list[str]]:
-    maps = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().endswith(PROBABILITY_SUFFIXES)]
-    found, problems = {}, []
-    for item in items:
-        stem = file_stem(item["image"])
-        exact = [p for p in maps if file_stem(p) == stem]
-        candidates = sorted(
-            exact or [p for p in maps if file_stem(p).startswith(stem + "_")], key=lambda p: _rank(p, stem)
-        )
-        if len(candidates) == 1 or (len(candidates) > 1 and _rank(candidates[0], stem) != _rank(candidates[1], stem)):
-            found[item["image"]] = candidates[0]
-        else:
-            if candidates:
-                problems.append(f"{item['image']}: several maps ({', '.join(p.name for p in candidates)}) in {folder}")
-            else:
-                suffixes = ", ".join(s.lstrip(".") for s in PROBABILITY_SUFFIXES)
-                looked = f"{stem}.<ext> or {stem}_<anything>.<ext>, <ext> one of {suffixes}"
-                problems.append(f"{item['image']}: no map in {folder} (looked for {looked})")
-    return found, problems
-
-
-def _map_problem(item: dict, path: Path) -> tuple[bool, str | None]:
-    """(whether the map is binary, what is wrong with it or None)."""
-    try:
-        array = read_probability_map(path)
-        with Image.open(item["image"]) as photo:
-            width, height = photo.size
-    except EvaluationError as err:
-        return False, str(err)
-    except OSError as err:
-        return False, f"{item['image']}: cannot read the image ({err})"
-    if array.shape != (height, width):
-        return False, (
-            f"{path}: the map is {array.shape[0]}x{array.shape[1]} (HxW) but its image {Path(item['image']).name} "
-            f"is {height}x{width}"
-        )
-    return is_binary_map(array), None
-
-
-def _bad_maps(problems: list[str]) -> EvaluationError:
-    return EvaluationError(
-        f"{len(problems)} image(s) have no usable probability map; nothing was scored:\n  " + "\n  ".join(problems)
-    )
-
-
-def match_maps(items: Sequence[dict], folder: str | Path) -> dict[str, Path]:
-    """Each item's probability map in ``folder``, matched by file stem: ``<stem>.<ext>`` or ``<stem>_*.<ext>``.
-    Inference's folder works as it is: of ``<stem>_prob.png``, ``_prob.nii.gz``, ``_mask.png`` and
-    ``_overlay.png`` the ``_prob`` map is read (the NIfTI, more precise, when both are there), a ``_mask`` only when
-    there is no ``_prob``. Names every image without a map, or with several equal candidates, at once."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EvaluationError(f"prediction folder {folder} does not exist")
-    found, problems = _match(items, folder)
-    if problems:
-        raise _bad_maps(problems)
-    return found
-
-
-def check_maps(items: Sequence[dict], folder: str | Path) -> tuple[dict[str, Path], dict[str, bool]]:
-    """Match (:func:`match_maps`) and read every item's map before any scoring: it exists, is readable, 2-D, finite,
-    in [0, 1] and of its image's size. Raises one EvaluationError naming every image without a map and every bad
-    map, one line each; else returns the maps and, per image, whether its map is binary."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EvaluationError(f"prediction folder {folder} does not exist")
-    maps, problems = _match(items, folder)
-    binary = {}
-    for item in items:
-        if item["image"] in maps:
-            binary[item["image"]], problem = _map_problem(item, maps[item["image"]])
-            problems += [problem] if problem else []
-    if problems:
-        raise _bad_maps(problems)
-    return maps, binary
 
 
 Predictor = Callable[[dict], np.ndarray]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Prepare, on the development machine, what benchmarks/gpu_run.sh needs on a bare GPU machine (docs/benchmarks.md):
+# Prepare, on the development machine, what release/gpu_run.sh needs on a bare GPU machine (release/README.md):
 # the pure-Python wheels PyTorch's image lacks (for Python 3.12) in .whl/, and a copy of DRIVE in device_data/DRIVE.
-# Both folders are git-ignored: DRIVE's terms forbid redistribution, and they travel to the GPU machine only as the
-# device tool's `carry` paths.
+# Both folders are git-ignored (DRIVE's terms forbid redistribution): copy them to the GPU machine with the
+# repository (rsync, scp, a disk) when it has no internet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${ITERNET_SHARED_DATA:-../shared/data}"

@@ -9,7 +9,7 @@
 - the GPU rows of ``docs/benchmarks.md`` when the run was timed on a GPU, and what the README and the bundle's
   README say of the shipped weights (between their ``weights`` markers, every shipped model).
 
-    python benchmarks/ship_run.py RUN_DIR [--replace]
+    python release/ship_run.py RUN_DIR [--replace]
 
 Every number written is read from ``RUN_DIR/results.json``: what was measured, whatever it is. Refuses, in one line
 and before writing anything, a ``--smoke`` run, weights whose sha256 is not the one ``results.json`` records, and
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from records import DATASET_NAMES, MODEL_FILES  # noqa: E402
 
-from iternet_monai.files import atomic_path, atomic_write_text  # noqa: E402
+from iternet_monai.utils.files import atomic_path, atomic_write_text  # noqa: E402
 
 PAPER_TABLES = {"drive": "Table 1", "chase_db1": "Table 2"}
 # The rows of a table: results.json's table key and what it is.
@@ -151,7 +151,7 @@ def speed_rows(results: dict) -> list[str]:
     lines = [
         f"Device: {device}, torch {results.get('torch')}, Python {results.get('python')}; bf16 autocast, "
         f"channels-last, {speed.get('sw_batch_size', '–')} windows per forward pass; trained weights "
-        "(`bash benchmarks/gpu_run.sh OUT`, `speed.py --images 3` after a warm-up image).",
+        "(`bash release/gpu_run.sh OUT`, `speed.py --images 3` after a warm-up image).",
         "",
         "| what | seconds per DRIVE image | images/s | peak GPU memory (MiB) | AUC (3 images) |",
         "| --- | --- | --- | --- | --- |",
@@ -282,10 +282,10 @@ def results_section(results: dict, file: str, digest: str) -> list[str]:
         f"- Training: `{commands.get('train', '–')}`",
         f"- Inference: `{commands['inference']}`"
         if commands.get("inference")
-        else "- Inference: the bundle's inference.json (`benchmarks/gpu_run.py`)",
+        else "- Inference: the bundle's inference.json (`release/gpu_run.py`)",
         f"- Scores: `iternet-monai evaluate --datalist {dataset} --dataset-dir {name} --predictions MAPS` inside the "
         "FoV; `--no-fov` on the whole image; `--gt-roundtrip SIZE` with the released code's resized ground truth "
-        "(docs/evaluation.md). `python benchmarks/score_run.py` ran these and `python benchmarks/ship_run.py` wrote "
+        "(docs/evaluation.md). `python release/score_run.py` ran these and `python release/ship_run.py` wrote "
         "this section from its `results.json`.",
         "",
         "Failed or skipped steps: "

@@ -2,7 +2,7 @@
 photographs (DRIVE, CHASE_DB1), and of DRIVE's first test photograph made worse (darker, blurred, noisier), measured
 by the bundle's own inference with ``--measure true`` (quality.csv: ``uncertain_fraction``, ``mean_entropy_bits``).
 
-    python benchmarks/quality_limits.py --drive DRIVE --chase CHASE_DB1 [--ckpt model.pt] [--output limits.json]
+    python release/quality_limits.py --drive DRIVE --chase CHASE_DB1 [--ckpt model.pt] [--output limits.json]
 
 Prints, per group of photographs, the smallest and largest value of each uncertainty measure and the verdict the
 current limits give; docs/biomarkers.md derives the limits from these numbers.

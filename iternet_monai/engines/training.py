@@ -34,10 +34,10 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.data.utils import set_rnd, worker_init_fn
 from monai.handlers import CheckpointSaver, ValidationHandler
 
-from .checkpoints import CheckpointError, check_weights_fit, read_checkpoint, save_atomic
-from .errors import InputError, OutputError, disk_error, error_chain, flag, optional
-from .files import atomic_write_json, check_writable_folder, remove_leftovers
-from .handlers import engine_loss
+from iternet_monai.engines.checkpoints import CheckpointError, check_weights_fit, read_checkpoint, save_atomic
+from iternet_monai.handlers.metric_handlers import engine_loss
+from iternet_monai.utils.errors import InputError, OutputError, disk_error, error_chain, flag, optional
+from iternet_monai.utils.files import atomic_write_json, check_writable_folder, remove_leftovers
 
 __all__ = [
     "default_num_workers",
@@ -141,7 +141,7 @@ def _plain(value: Any) -> Any:
 
 
 class AtomicDiskSaver(DiskSaver):
-    """ignite's ``DiskSaver`` writing through :func:`~iternet_monai.checkpoints.save_atomic` (temporary file, fsync,
+    """ignite's ``DiskSaver`` writing through :func:`~.checkpoints.save_atomic` (temporary file, fsync,
     rename) and removing an outdated file only after
     the new one is complete: ignite's ``Checkpoint`` asks for the removal first, so a kill between the two would
     leave no checkpoint at all. ``filename`` fixes the name of every file written (MONAI's ``model.pt``)."""

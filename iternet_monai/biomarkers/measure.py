@@ -1,5 +1,5 @@
 """The ``iternet-monai measure`` command and the per-image API behind it: vessel biomarkers
-(:mod:`iternet_monai.biomarkers`) and quality control (:mod:`iternet_monai.quality`) of every vessel map, written as
+(:mod:`.measures`) and quality control (:mod:`.quality`) of every vessel map, written as
 ``biomarkers.csv``, ``segments.csv``, ``quality.csv``, the column dictionary ``columns.json``, a figure per image and
 one cohort figure.
 
@@ -23,10 +23,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import __version__
-from .biomarkers import CENTRELINE_SIGMA, IMAGE_COLUMNS, SEGMENT_COLUMNS, VesselMeasures, measure_vessels, mm_column
-from .errors import COMMAND_PREFIX, InputError, optional, print_problem
-from .files import (
+from iternet_monai import __version__
+from iternet_monai.biomarkers.measures import (
+    CENTRELINE_SIGMA,
+    IMAGE_COLUMNS,
+    SEGMENT_COLUMNS,
+    VesselMeasures,
+    measure_vessels,
+    mm_column,
+)
+from iternet_monai.biomarkers.quality import (
+    DEFAULT_RULES,
+    QUALITY_COLUMNS,
+    QualityRule,
+    photograph_fov,
+    quality_flags,
+    quality_measures,
+)
+from iternet_monai.utils.errors import COMMAND_PREFIX, InputError, optional, print_problem
+from iternet_monai.utils.files import (
     KNOWN_SUFFIXES,
     OUTPUT_TAGS,
     atomic_path,
@@ -37,7 +52,6 @@ from .files import (
     output_source,
     unique_names,
 )
-from .quality import DEFAULT_RULES, QUALITY_COLUMNS, QualityRule, photograph_fov, quality_flags, quality_measures
 
 __all__ = [
     "TABLES",
@@ -108,7 +122,7 @@ def measure_image(
     figure: str | Path | None = None,
 ) -> ImageResult:
     """Biomarkers and quality of one binary vessel map (H, W). The FoV is ``fov`` (a mask file), else derived from
-    ``photo`` (H, W, 3 uint8) by :func:`iternet_monai.quality.photograph_fov`, else the whole image. With ``figure``,
+    ``photo`` (H, W, 3 uint8) by :func:`~.quality.photograph_fov`, else the whole image. With ``figure``,
     the centreline coloured by calibre and by tortuosity over the photograph (or the mask) is saved there."""
     source = "mask file" if fov is not None else "derived from the photograph" if photo is not None else ""
     if fov is None and photo is not None:
@@ -311,7 +325,7 @@ def parse_rules(settings: Sequence[str]) -> dict[str, QualityRule]:
 
 
 def _folder_files(folder: str | Path, prefer: str, problems: list[str]) -> dict[str, Path]:
-    """The files of ``folder`` by the image they belong to (:func:`~iternet_monai.files.output_source`); only
+    """The files of ``folder`` by the image they belong to (:func:`~iternet_monai.utils.files.output_source`); only
     ``*<prefer>.<ext>`` files when the folder has any (an inference output folder holds ``_mask``, ``_prob`` and
     ``_overlay`` files side by side)."""
     folder = Path(folder)
@@ -334,8 +348,8 @@ def _folder_files(folder: str | Path, prefer: str, problems: list[str]) -> dict[
 
 
 def _read_binary(path: Path, kind: str) -> np.ndarray:
-    """A vessel or FoV mask (any format :func:`~iternet_monai.evaluation.read_probability_map` reads) at 0.5."""
-    from .evaluation import read_probability_map
+    """A vessel or FoV mask (any format :func:`~iternet_monai.data.read_probability_map` reads) at 0.5."""
+    from iternet_monai.data.maps import read_probability_map
 
     try:
         return read_probability_map(path) >= 0.5
@@ -378,7 +392,7 @@ def measure_folders(
     item's ``image`` and ``mask`` (e.g. a dataset's reference annotations), written to ``output_dir``. A file that
     cannot be used gets one line on stderr naming it and the rest are measured; returns 0, or 1 when some image
     failed."""
-    from .evaluation import read_probability_map
+    from iternet_monai.data.maps import read_probability_map
 
     if mm_per_pixel is not None and not mm_per_pixel > 0:
         raise InputError(f"--mm-per-pixel must be positive, got {mm_per_pixel}")
@@ -446,8 +460,8 @@ def _datalist_files(
     datalist: str | Path, dataset_dir: str | Path | None, key: str
 ) -> tuple[dict[str, Path], dict[str, Path], dict[str, Path] | None]:
     """(vessel maps, photographs, FoV masks or None) of the labelled items of ``datalist[key]``, each by the output
-    name of its photograph (:func:`~iternet_monai.files.unique_names`, as inference names its outputs)."""
-    from .data import load_datalist
+    name of its photograph (:func:`~iternet_monai.utils.files.unique_names`, as inference names its outputs)."""
+    from iternet_monai.data import load_datalist
 
     if dataset_dir is None:
         raise InputError(f"datalist {datalist} given without --dataset-dir, the folder its paths start from")

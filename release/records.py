@@ -56,7 +56,7 @@ def ship_weights(model: Path, out: Path) -> dict:
     network."""
     import torch
 
-    from iternet_monai.checkpoints import iternet_for_weights, read_weights, save_atomic
+    from iternet_monai.engines.checkpoints import iternet_for_weights, read_weights, save_atomic
     from iternet_monai.networks import describe_weights
 
     state = read_weights(model)

@@ -26,7 +26,7 @@ from monai.inferers import Inferer, SlidingWindowInferer
 from monai.utils import convert_to_dst_type, ensure_tuple_rep, fall_back_tuple
 from tqdm import tqdm
 
-from .errors import InputError, flag
+from iternet_monai.utils.errors import InputError, flag
 
 __all__ = [
     "PAPER_OVERLAP",
@@ -294,7 +294,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
         super().__init__()
         import onnxruntime
 
-        from .files import atomic_path
+        from iternet_monai.utils.files import atomic_path
 
         digest = hashlib.sha256(repr(ONNX_EXPORT).encode())  # new export settings, a new file
         for name, tensor in sorted(network.state_dict().items()):

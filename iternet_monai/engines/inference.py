@@ -17,10 +17,17 @@ from ignite.engine import Engine, Events
 from PIL import Image
 from tqdm import tqdm
 
-from .checkpoints import BUNDLE_DIR
-from .data import check_files, inference_items
-from .errors import InputError, flag, optional
-from .files import OUTPUT_SUFFIXES, atomic_path, check_writable_folder, file_stem, remove_leftovers, unique_names
+from iternet_monai.data import check_files, inference_items
+from iternet_monai.engines.checkpoints import BUNDLE_DIR
+from iternet_monai.utils.errors import InputError, flag, optional
+from iternet_monai.utils.files import (
+    OUTPUT_SUFFIXES,
+    atomic_path,
+    check_writable_folder,
+    file_stem,
+    remove_leftovers,
+    unique_names,
+)
 
 __all__ = [
     "output_paths",
@@ -133,7 +140,7 @@ class VesselMapWriter:
     """Ignite handler that writes, for every image an evaluator has segmented, ``<name>_prob.png`` (probability,
     8 bits), ``<name>_mask.png`` (the postprocessing's binary ``pred``, 0/255), ``<name>_overlay.png`` and, with
     ``nifti``, ``<name>_prob.nii.gz`` (float32, Slicer's (W, H, 1) axis order), each atomically. With ``measure``,
-    the vessel biomarkers and quality of every mask too (:mod:`iternet_monai.measure`: ``biomarkers.csv``,
+    the vessel biomarkers and quality of every mask too (:mod:`iternet_monai.biomarkers.measure`: ``biomarkers.csv``,
     ``segments.csv``, ``quality.csv``, ``columns.json``, ``cohort.png`` and ``figures/<name>.png``).
 
     Ours: MONAI's ``SaveImaged`` writes one array per transform, not atomically, and names files by its own rule.
@@ -162,7 +169,7 @@ class VesselMapWriter:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.COMPLETED, self.summary)
         if self.write and self.measure:  # refuse before any work when an earlier run's tables are there
-            from .measure import check_outputs
+            from iternet_monai.biomarkers.measure import check_outputs
 
             names = [item["name"] for item in engine.data_loader.dataset.data]
             check_outputs(self.output_dir, names, self.overwrite)
@@ -189,7 +196,7 @@ class VesselMapWriter:
             with atomic_path(paths["nifti"]) as temporary:
                 nib.save(nib.Nifti1Image(prob[:, :, None].astype(np.float32), np.eye(4)), str(temporary))
         if self.measure:
-            from .measure import figure_path, measure_image
+            from iternet_monai.biomarkers.measure import figure_path, measure_image
 
             photo_hw = np.round(photo.transpose(2, 1, 0) * 255).astype(np.uint8)
             figure = figure_path(self.output_dir, name)
@@ -200,7 +207,7 @@ class VesselMapWriter:
 
     def summary(self, engine: Engine) -> None:
         if self.write and self.measured:
-            from .measure import write_results
+            from iternet_monai.biomarkers.measure import write_results
 
             write_results(self.measured, self.output_dir, self.mm_per_pixel)
             logger.info(f"wrote the biomarkers and quality of {len(self.measured)} image(s) to {self.output_dir}")

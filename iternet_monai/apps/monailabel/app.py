@@ -34,10 +34,10 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 
-from . import __version__
-from .checkpoints import CheckpointError, read_weights, weights_shape
-from .data import check_files
-from .training import latest_stats
+from iternet_monai import __version__
+from iternet_monai.data import check_files
+from iternet_monai.engines.checkpoints import CheckpointError, read_weights, weights_shape
+from iternet_monai.engines.training import latest_stats
 
 __all__ = ["BUNDLE_NAME", "LABELS", "VesselDatastore", "VesselInferTask", "VesselTrainTask", "IterNetApp"]
 
@@ -119,7 +119,10 @@ class VesselTrainTask(BundleTrainTask):
                 "model; the previous one is kept as models/model_<its date>.pt"
             )
         for handler in overrides.get(self.const.key_train_handlers(), []):
-            if isinstance(handler, dict) and handler.get("_target_") == "iternet_monai.training.TrainingValidation":
+            if (
+                isinstance(handler, dict)
+                and handler.get("_target_") == "iternet_monai.engines.training.TrainingValidation"
+            ):
                 handler["exec_at_start"] = True
         return overrides
 

@@ -12,6 +12,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import ImageReader, MetaTensor, NibabelReader, PILReader
 from monai.transforms import (
+    Compose,
     EnsureChannelFirstd,
     LoadImaged,
     MapTransform,
@@ -21,7 +22,7 @@ from monai.transforms import (
 from PIL import Image
 from scipy import ndimage
 
-from .errors import InputError
+from iternet_monai.utils.errors import InputError
 
 __all__ = [
     "to_rgb",
@@ -35,7 +36,9 @@ __all__ = [
     "FieldOfViewd",
     "derive_field_of_view",
     "RandSaturationd",
+    "LoadFundusd",
     "fundus_loading",
+    "GroundTruthRoundTripd",
 ]
 
 # The released code's "grey" weights, applied in RGB order (BGR luma weights on RGB data, a quirk kept on purpose).
@@ -363,25 +366,36 @@ class LoadLabelsd(LoadImaged):
         return d
 
 
-def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
+class LoadFundusd(Compose):
     """The one loading pipeline of every config and command: PIL reads photographs (palette, RGBA handled), labels
     and masks are read from images (palette GIFs, 1-bit PNGs) or 2-D NIfTI (as 3D Slicer writes them), then
     channel-first, the input check that names the file, the image scaled from 8 bits to [0, 1] as the released code
-    does, labels and masks read by their values (:func:`label_values`). Missing label/mask keys are fine."""
-    others = [k for k in keys if k != "image"]
-    steps: list = [LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True)]
-    if others:
-        steps.append(LoadLabelsd(others))
-    steps.append(EnsureChannelFirstd(list(keys), allow_missing_keys=True))
-    if others:
-        steps.append(DropSingletonDepthd(others))
-    steps += [
-        CheckFundusd(others or ("label", "mask")),
-        ScaleIntensityRanged("image", a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True),
-    ]
-    if others:
-        steps.append(LabelValuesd(others))
-    return steps
+    does, labels and masks read by their values (:func:`label_values`). Missing label/mask keys are fine.
+
+    Args:
+        keys: the photograph ``"image"`` and any of ``"label"``, ``"mask"`` to load with it.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("image", "label", "mask")) -> None:
+        others = [k for k in keys if k != "image"]
+        steps: list = [LoadImaged("image", reader="PILReader", converter=to_rgb, image_only=True)]
+        if others:
+            steps.append(LoadLabelsd(others))
+        steps.append(EnsureChannelFirstd(list(keys), allow_missing_keys=True))
+        if others:
+            steps.append(DropSingletonDepthd(others))
+        steps += [
+            CheckFundusd(others or ("label", "mask")),
+            ScaleIntensityRanged("image", a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True),
+        ]
+        if others:
+            steps.append(LabelValuesd(others))
+        super().__init__(steps)
+
+
+def fundus_loading(keys: Sequence[str] = ("image", "label", "mask")) -> list:
+    """The steps of :class:`LoadFundusd` as a list, to put in front of other transforms in code."""
+    return list(LoadFundusd(keys).transforms)
 
 
 class GroundTruthRoundTripd(MapTransform):

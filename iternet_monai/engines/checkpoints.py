@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from .errors import InputError, optional
-from .files import atomic_path
-from .networks import IterNet, describe_weights, iternet_shape, weights_mismatch
+from iternet_monai.networks import IterNet, describe_weights, iternet_shape, weights_mismatch
+from iternet_monai.utils.errors import InputError, optional
+from iternet_monai.utils.files import atomic_path
 
 __all__ = [
     "CheckpointError",
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 # The bundle, shipped inside the package (the repository's bundles/iternet links to it), so that its configs and
 # weights are found wherever the package is installed and whatever folder a command runs from.
-BUNDLE_DIR = Path(__file__).resolve().parent / "bundle"
+BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundle"
 
 
 class CheckpointError(InputError):

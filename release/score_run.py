@@ -4,7 +4,7 @@ patches seen, training time over all its sessions), its learning curve, and the 
 dataset's test images (one whole-image pass; FoV and whole image with the official ground truth; and the released
 code's resized ground truth, the paper's protocol).
 
-    python benchmarks/score_run.py --models-dir RUN/models --run NAME --dataset drive --dataset-dir DRIVE \\
+    python release/score_run.py --models-dir RUN/models --run NAME --dataset drive --dataset-dir DRIVE \\
         --training-command "python -m monai.bundle run training ..." [--curve curve.json] OUT_DIR
 
 OUT_DIR gets ``model_fp16.pt``, ``results.json`` and ``metrics.json`` (each evaluation's full metrics.json).
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from records import MODEL_FILES, PAPER, SCORES, VARIANTS, evaluate_command, ship_weights, weights_check  # noqa: E402
 
-from iternet_monai.files import atomic_write_json  # noqa: E402
+from iternet_monai.utils.files import atomic_write_json  # noqa: E402
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -41,7 +41,7 @@ def last_checkpoint(run_dir: Path) -> Path:
 
 def schedule(models_dir: Path, run: str) -> dict:
     """What the run trained: epochs, steps, patches and time over all its sessions, and its best validation."""
-    from iternet_monai.checkpoints import read_checkpoint
+    from iternet_monai.engines.checkpoints import read_checkpoint
 
     checkpoint = last_checkpoint(models_dir / run)
     content = read_checkpoint(checkpoint)
@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--dataset-dir", type=Path, required=True)
     parser.add_argument("--datalist", help="datalist whose testing list is scored (default: the dataset's built-in)")
     parser.add_argument("--training-command", required=True, help="the command that trained it, as run")
-    parser.add_argument("--curve", type=Path, help="the run's learning curve (benchmarks/learning_curve.py)")
+    parser.add_argument("--curve", type=Path, help="the run's learning curve (release/learning_curve.py)")
     parser.add_argument("--device-name", default=None, help="the training device, as it should be named (no torch)")
     args = parser.parse_args()
     import torch

@@ -1,7 +1,7 @@
 """A training run's learning curve on a test split: every resumable checkpoint the run writes (every 10 minutes by
 default) is scored by the project's own evaluation, the way docs/results.md reports a model.
 
-    python benchmarks/learning_curve.py MODELS_DIR/RUN --datalist drive --dataset-dir DRIVE --batch-size 8 \\
+    python release/learning_curve.py MODELS_DIR/RUN --datalist drive --dataset-dir DRIVE --batch-size 8 \\
         --output curve.json [--watch]
 
 Each point: the step, the patches seen (step x batch size), and the pooled AUC, F1, Se, Sp, Acc of the test images
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from records import SCORES  # noqa: E402
 
-from iternet_monai.files import atomic_write_json  # noqa: E402
+from iternet_monai.utils.files import atomic_write_json  # noqa: E402
 
 CHECKPOINT = re.compile(r"checkpoint_iteration=(\d+)\.pt$")
 

@@ -1,6 +1,6 @@
 """Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics` (as ``monai.handlers.ROCAUC`` wraps its metric),
 learning-rate logging to TensorBoard and the loss of a trainer's output. Training progress, checkpoints and
-validation during training: :mod:`iternet_monai.training`."""
+validation during training: :mod:`iternet_monai.engines.training`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from monai.handlers import IgniteMetricHandler
 from torch.optim import Optimizer
 from torch.utils.tensorboard import SummaryWriter
 
-from .metrics import (
+from iternet_monai.metrics import (
     Betti0ErrorMetric,
     CALMetric,
     ClDiceMetric,

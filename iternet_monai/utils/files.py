@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .errors import DISK_ERRORS, InputError, OutputError
+from iternet_monai.utils.errors import DISK_ERRORS, InputError, OutputError
 
 __all__ = [
     "PHOTO_SUFFIXES",
@@ -99,7 +99,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     when the block succeeds it is flushed to disk and renamed onto ``path``, else removed. A reader never sees a
     partial file under ``path``, and what was there stays until the new file is complete.
 
-    A write the disk refuses (no space left, no permission, read-only) is an :class:`~iternet_monai.errors.OutputError`
+    A write the disk refuses (no space left, no permission, read-only) is an :class:`~.errors.OutputError`
     naming ``path`` and the cause, whether the temporary file, the writer in the block, or the rename fails."""
     path = Path(path)
     suffix = file_suffix(path) or path.suffix
