@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare, on the development machine, what release/gpu_run.sh needs on a bare GPU machine (release/README.md):
+# Prepare, on a machine with internet, what release/gpu_run.sh needs on a bare GPU machine (release/README.md):
 # the pure-Python wheels PyTorch's image lacks (for Python 3.12) in .whl/, and a copy of DRIVE in device_data/DRIVE.
 # Both folders are git-ignored (DRIVE's terms forbid redistribution): copy them to the GPU machine with the
 # repository (rsync, scp, a disk) when it has no internet.
