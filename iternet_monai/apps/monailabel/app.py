@@ -119,10 +119,7 @@ class VesselTrainTask(BundleTrainTask):
                 "model; the previous one is kept as models/model_<its date>.pt"
             )
         for handler in overrides.get(self.const.key_train_handlers(), []):
-            if (
-                isinstance(handler, dict)
-                and handler.get("_target_") == "iternet_monai.engines.training.TrainingValidation"
-            ):
+            if isinstance(handler, dict) and str(handler.get("_target_", "")).endswith(".TrainingValidation"):
                 handler["exec_at_start"] = True
         return overrides
 
