@@ -47,19 +47,17 @@ class StoredMapInferer(Inferer):
 
     def __init__(self, items: Sequence[dict], folder: str | Path) -> None:
         super().__init__()
-        maps, binary = check_maps(items, folder)
+        maps, is_binary = check_maps(items, folder)
         self.maps = {_key(image): path for image, path in maps.items()}
-        binary_names = [maps[image].name for image, flag in binary.items() if flag]
-        if binary_names:
-            logger.info(
-                f"{len(binary_names)} binary map(s) (only 0 and 1, or 0 and 255), read as 0/1: {', '.join(binary_names)}"
-            )
+        binary = [maps[image].name for image, flag in is_binary.items() if flag]
+        if binary:
+            logger.info(f"{len(binary)} binary map(s) (only 0 and 1, or 0 and 255), read as 0/1: {', '.join(binary)}")
             logger.info(f"note: {BINARY_NOTE}")
         self.description = {
             "maps": str(folder),
             "files": {file_stem(image): path.name for image, path in maps.items()},
-            "binary_maps": binary_names,
-            **({"binary_note": BINARY_NOTE} if binary_names else {}),
+            "binary_maps": binary,
+            **({"binary_note": BINARY_NOTE} if binary else {}),
         }
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any] | None = None, *args: Any, **kwargs: Any):
