@@ -22,7 +22,7 @@ from iternet_monai.data import load_datalist
 from iternet_monai.data.maps import EvaluationError
 from iternet_monai.engines.checkpoints import BUNDLE_DIR
 from iternet_monai.inferers import StoredMapInferer, resolve_backend, resolve_mode
-from iternet_monai.utils.errors import flag, optional
+from iternet_monai.utils.errors import find_input_error, flag, optional
 
 __all__ = [
     "EVALUATION_CONFIGS",
@@ -138,8 +138,17 @@ def run_evaluation(
         overrides: other config ids of ``evaluate.json`` and ``inference.json``: ``ckpt_path`` (default: the
             bundle's weights), ``data_key``, ``use_fov``, ``threshold``, ``gt_roundtrip``, ``connectivity``,
             ``overwrite``, ``mode``, ``device``, ``sw_overlap``, ...
+
+    Raises:
+        InputError: a bad input (datalist, map, weights, output folder), its message naming the file or key.
     """
     settings = {"datalist": str(datalist), "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
     parser = evaluation_parser(**settings, predictions=None if predictions is None else str(predictions), **overrides)
-    run_evaluator(parser.get_parsed_content("evaluator"))
+    try:
+        run_evaluator(parser.get_parsed_content("evaluator"))
+    except Exception as err:
+        found = find_input_error(err)  # MONAI wraps an error raised while it builds a config item
+        if found is None:
+            raise
+        raise found from None
     return parser.get_parsed_content("report").content
