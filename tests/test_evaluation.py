@@ -427,6 +427,14 @@ def test_command_and_bundle_evaluating_write_identical_files(drive, tmp_path):
     assert json.loads((tmp_path / "model" / "metrics.json").read_text())["protocol"]["predictions"]["mode"] == (
         "whole_image"
     )
+    again = bundle(
+        "run", "evaluating", "--config_file", configs, "--dataset_dir", str(drive), "--datalist", str(datalist),
+        "--output_dir", str(tmp_path / "bundle_maps"), "--predictions", str(maps),
+    )  # fmt: skip
+    assert again.returncode != 0
+    assert f"{tmp_path / 'bundle_maps' / 'metrics.json'} exists; choose another output folder or pass --overwrite" in (
+        again.stdout + again.stderr
+    )
 
 
 def test_repo_root_symlinks_point_at_configs():
