@@ -2,8 +2,8 @@
 
     python benchmarks/speed.py --dataset-dir /data/DRIVE [--ckpt model.pt] [--images 20] [--modes whole stride8 stride3]
 
-Inference runs the bundle's one pipeline (``inference.json``: its network, inferer and bf16 autocast on CUDA, through
-evaluation's predictor) and reports per-image seconds, images/s and peak memory for whole-image, stride-8 and stride-3
+Inference runs the bundle's one pipeline (``inference.json``: its network, inferer and bf16 autocast on CUDA, and its
+postprocessing's sigmoid) and reports per-image seconds, images/s and peak memory for whole-image, stride-8 and stride-3
 sliding windows, with the AUC of each mode on the DRIVE test images and, on CUDA, the AUC change of bf16 against fp32
 on one image. Training reports a plain PyTorch loop of the full network at batch 32 (forward, 4-output BCE, backward,
 Adam; bf16 and channels-last on CUDA), the reference for the bundle's own trainer, whose speed the training log and
@@ -24,8 +24,7 @@ import torch
 from monai.transforms import Compose
 
 from iternet_monai.data import builtin_datalist, load_datalist
-from iternet_monai.engines.evaluation import model_predictor
-from iternet_monai.engines.inference import load_pipeline
+from iternet_monai.engines import load_pipeline
 from iternet_monai.inferers.inferer import PAPER_OVERLAP, STITCHINGS, sliding_window_count
 from iternet_monai.losses.iternet_loss import IterNetLoss
 from iternet_monai.metrics import pixel_auc
@@ -60,15 +59,23 @@ def sync(device: torch.device) -> None:
 
 
 def pipeline_predictor(args: argparse.Namespace, mode: str, device: torch.device, amp: bool | None = None):
-    """The predictor of the bundle's pipeline in ``mode``, and its network (for CPU window timing)."""
+    """The probabilities of the bundle's pipeline in ``mode`` (``inference.json``'s network, inferer under its bf16
+    autocast, and postprocessing's sigmoid) as a function of a loaded item, and its network (for CPU window timing)."""
     inferer_mode, overlap = MODES[mode]
     overrides = {"mode": inferer_mode, "sw_overlap": overlap, "sw_batch_size": args.sw_batch_size, "device": device}
     overrides.update(ckpt_path=args.ckpt, compile=args.compile, sw_buffer_steps=args.buffer_steps)
     overrides.update(sw_stitching=args.stitching)
     pipeline = load_pipeline(**overrides)
     network, inferer = pipeline.get_parsed_content("network"), pipeline.get_parsed_content("inferer")
+    postprocessing = pipeline.get_parsed_content("postprocessing")
     amp = pipeline.get_parsed_content("amp") if amp is None else amp
-    return model_predictor(network, inferer, device, amp), network
+
+    def predict(data: dict) -> np.ndarray:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = inferer(data["image"][None].to(device), network)
+        return postprocessing({"pred": logits[0]})["prob"][0].cpu().numpy()
+
+    return predict, network
 
 
 def auc(probs: list[np.ndarray], data: list[dict]) -> float:

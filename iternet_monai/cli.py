@@ -3,7 +3,8 @@ commands do not cover. ``make-datalist`` pairs a folder of fundus photographs wi
 field-of-view masks for training; ``evaluate`` scores a model, or any method's saved probability maps, under one
 protocol (AUC, F1, connectivity, ...); ``measure`` turns vessel maps into biomarker tables with quality checks;
 ``label-app`` and ``convert-studies`` set up MONAI Label to annotate and fine-tune in 3D Slicer. Segmenting and
-training are the bundle's own commands (``python -m monai.bundle run --config_file bundles/iternet/inference.json``).
+training are the bundle's own commands (``python -m monai.bundle run --config_file bundles/iternet/inference.json``);
+``evaluate`` runs the bundle's ``evaluating`` with the command's options.
 A bad input ends a command with one line naming the file and what is wrong (exit status 2)."""
 
 from __future__ import annotations
@@ -14,61 +15,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from iternet_monai import __version__
-from iternet_monai.data import BUILTIN_DATALISTS, DatalistError, load_datalist, make_datalist
-from iternet_monai.utils.errors import COMMAND_PREFIX, find_input_error, print_problem
+from iternet_monai.data import BUILTIN_DATALISTS, DatalistError, make_datalist
+from iternet_monai.utils.errors import COMMAND_PREFIX, InputError, find_input_error, print_problem
 from iternet_monai.utils.files import atomic_write_json, check_evaluation_folder
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     check_evaluation_folder(args.output, args.overwrite)  # in a second: before torch, the maps or the model load
+    if (args.ckpt is None) == (args.predictions is None):
+        raise InputError("give exactly one of --ckpt (a model.pt to run) or --predictions (a folder of maps)")
     import logging
 
-    import torch
-
-    from iternet_monai.data.maps import EvaluationError
-    from iternet_monai.engines.evaluation import (
-        evaluate,
-        map_predictor,
-        model_predictor,
-        summary_table,
-    )
-    from iternet_monai.inferers.inferer import resolve_backend, resolve_mode
+    from iternet_monai.engines.evaluation import run_evaluation
+    from iternet_monai.handlers import summary_table
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    items = load_datalist(args.datalist, args.dataset_dir, args.data_key, check=True)
-    if (args.ckpt is None) == (args.predictions is None):
-        raise EvaluationError("give exactly one of --ckpt (a model.pt to run) or --predictions (a folder of maps)")
-    if args.predictions:
-        predict = map_predictor(items, args.predictions)
-        source = predict.description
-    else:
-        from iternet_monai.engines.inference import load_pipeline
-
-        overrides = {"ckpt_path": args.ckpt or None, "mode": args.mode, "sw_overlap": args.sw_overlap, "tta": args.tta}
-        overrides.update(sw_batch_size=args.sw_batch_size, backend=args.backend, device=args.device)
-        pipeline = load_pipeline(**{k: v for k, v in overrides.items() if v is not None})
-        network, inferer = pipeline.get_parsed_content("network"), pipeline.get_parsed_content("inferer")
-        device = torch.device(pipeline.get_parsed_content("device"))
-        predict = model_predictor(network, inferer, device, amp=pipeline.get_parsed_content("amp"))
-        checkpoint = pipeline.get_parsed_content("ckpt_path")
-        if checkpoint is None:
-            raise EvaluationError("--ckpt without a path runs the bundle's models/model.pt; there is none: give a path")
-        source = {"checkpoint": str(checkpoint), "device": str(device), "mode": resolve_mode(args.mode, device)}
-        source.update(tta=args.tta, backend=resolve_backend(args.backend, device))
-        windows = getattr(inferer, "inferer", inferer)  # the sliding window inside flip averaging
-        if source["mode"] == "sliding_window":
-            source.update(roi_size=list(windows.roi_size), overlap=windows.overlap, blend=windows.mode)
-    content = evaluate(
-        items,
-        predict,
-        args.output,
-        use_fov=not args.no_fov,
-        threshold=args.threshold,
-        gt_roundtrip=args.gt_roundtrip,
-        connectivity=1 if args.connectivity == 4 else 2,
-        overwrite=args.overwrite,
-        source=source,
-    )
+    options = {"data_key": args.data_key, "use_fov": not args.no_fov, "threshold": args.threshold}
+    options.update(gt_roundtrip=args.gt_roundtrip, connectivity=args.connectivity, overwrite=args.overwrite)
+    options.update(mode=args.mode, sw_overlap=args.sw_overlap, sw_batch_size=args.sw_batch_size, tta=args.tta)
+    options.update(backend=args.backend, device=args.device, ckpt_path=args.ckpt or None)
+    options["report#log_summary"] = False  # the table goes to stdout below
+    overrides = {k: v for k, v in options.items() if v is not None}
+    content = run_evaluation(args.datalist, args.dataset_dir, args.output, args.predictions, **overrides)
     print(summary_table(content))
     print(f"wrote {args.output}/metrics.json, per_image.csv, roc.png, pr.png and overlays/")
     return 0
@@ -132,10 +100,7 @@ def _measure(args: argparse.Namespace) -> int:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iternet-monai", description=__doc__.replace("``", "'"))
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _add_make_datalist(commands: argparse._SubParsersAction) -> None:
     make = commands.add_parser(
         "make-datalist",
         help="write a datalist for a folder of images (+ labels, + FoV masks)",
@@ -162,11 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     make.set_defaults(func=_make_datalist)
 
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     ev = commands.add_parser(
         "evaluate",
         help="score a model or saved probability maps on a datalist",
-        description="Evaluate under one protocol (iternet_monai.engines): a model.pt run on every image, or any "
-        "method's saved maps (PNG, TIFF, NPY, NIfTI) matched to the datalist's images by file stem.",
+        description="Evaluate under one protocol: a model.pt run on every image, or any method's saved maps (PNG, "
+        "TIFF, NPY, NIfTI) matched to the datalist's images by file stem. Runs the bundle's evaluation, the same as "
+        "python -m monai.bundle run evaluating --config_file \"['bundles/iternet/configs/inference.json',"
+        "'bundles/iternet/configs/evaluate.json']\" (docs/evaluation.md).",
     )
     ev.add_argument("--datalist", required=True, help=f"datalist JSON, or one of {', '.join(BUILTIN_DATALISTS)}")
     ev.add_argument("--dataset-dir", required=True, help="folder the datalist's paths are relative to")
@@ -189,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         "592 STARE), for parity with the paper's tables",
     )
     ev.add_argument("--connectivity", type=int, choices=(4, 8), default=8, help="pixel connectivity of components")
+    _add_model_options(ev)
+    ev.set_defaults(func=_evaluate)
+
+
+def _add_model_options(ev: argparse.ArgumentParser) -> None:
+    """evaluate's options of the model's inference (with --ckpt)."""
     ev.add_argument(
         "--mode",
         default="auto",
@@ -207,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --ckpt: auto = ONNX Runtime on a CPU where it is installed, PyTorch otherwise",
     )
     ev.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    ev.set_defaults(func=_evaluate)
 
+
+def _add_measure(commands: argparse._SubParsersAction) -> None:
     me = commands.add_parser(
         "measure",
         help="vessel biomarkers and quality control of a folder of vessel maps",
@@ -241,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run there")
     me.set_defaults(func=_measure)
 
+
+def _add_label_app(commands: argparse._SubParsersAction) -> None:
     app = commands.add_parser(
         "label-app",
         help="set up a MONAI Label app folder with this bundle",
@@ -255,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     app.set_defaults(func=_label_app)
 
+
+def _add_convert_studies(commands: argparse._SubParsersAction) -> None:
     conv = commands.add_parser(
         "convert-studies",
         help="copy photographs as PNG for MONAI Label's datastore",
@@ -266,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("target", help="studies folder for MONAI Label (made if needed; --studies of label-app)")
     conv.add_argument("--overwrite", action="store_true", help="replace files of the same names in target")
     conv.set_defaults(func=_convert_studies)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``iternet-monai`` parser: one sub-command per task, each with its own builder."""
+    parser = argparse.ArgumentParser(prog="iternet-monai", description=__doc__.replace("``", "'"))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_make_datalist, _add_evaluate, _add_measure, _add_label_app, _add_convert_studies):
+        add(commands)
     return parser
 
 

@@ -5,10 +5,11 @@ default) is scored by the project's own evaluation, the way docs/results.md repo
         --output curve.json [--watch]
 
 Each point: the step, the patches seen (step x batch size), and the pooled AUC, F1, Se, Sp, Acc of the test images
-(whole-image pass, FoV, official ground truth, threshold 0.5: ``iternet-monai evaluate --ckpt``). With ``--watch`` it
-waits for new checkpoints until the run's folder holds its final one or the training stops writing for
-``--idle-minutes``; a run keeps only its newest checkpoint, so the curve has the points that were there when looked
-at. The curve is for the record only: checkpoints are chosen on the validation list, never on these images.
+(whole-image pass, FoV, official ground truth, threshold 0.5: ``iternet_monai.engines.run_evaluation``, the run of
+``iternet-monai evaluate --ckpt``). With ``--watch`` it waits for new checkpoints until the run's folder holds its
+final one or the training stops writing for ``--idle-minutes``; a run keeps only its newest checkpoint, so the curve
+has the points that were there when looked at. The curve is for the record only: checkpoints are chosen on the
+validation list, never on these images.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from records import SCORES  # noqa: E402
 
+from iternet_monai.engines import run_evaluation  # noqa: E402
 from iternet_monai.utils.files import atomic_write_json  # noqa: E402
 
 CHECKPOINT = re.compile(r"checkpoint_iteration=(\d+)\.pt$")
@@ -48,14 +49,9 @@ def checkpoints(run_dir: Path) -> dict[int, Path]:
 def score(checkpoint: Path, args: argparse.Namespace, work: Path) -> dict:
     """Pooled test scores of ``checkpoint``'s network with the project's evaluation."""
     output = work / f"eval_{checkpoint.stem}"
-    command = [
-        sys.executable, "-m", "iternet_monai.cli", "evaluate", "--datalist", args.datalist, "--dataset-dir",
-        str(args.dataset_dir), "--key", args.key, "--ckpt", str(checkpoint), "--mode", "whole_image",
-        "--device", "cpu", "--output", str(output),
-    ]  # fmt: skip
+    options = {"ckpt_path": str(checkpoint), "data_key": args.key, "mode": "whole_image", "device": "cpu"}
     started = time.monotonic()
-    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    pooled = json.loads((output / "metrics.json").read_text())["pooled"]
+    pooled = run_evaluation(args.datalist, args.dataset_dir, output, **options)["pooled"]
     shutil.rmtree(output, ignore_errors=True)
     return {**{name: pooled.get(name) for name in SCORES}, "evaluation_seconds": round(time.monotonic() - started, 1)}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -51,6 +50,15 @@ def evaluate_command(datalist: str | Path, dataset_dir: Path, maps: Path, output
     ]  # fmt: skip
 
 
+def variant_options(variant: str, dataset: str) -> dict:
+    """``run_evaluation``'s options of one of the ``VARIANTS`` (its evaluate flags as the config's keys)."""
+    flags = VARIANTS[variant]
+    return {
+        **({"use_fov": False} if "--no-fov" in flags else {}),
+        **({"gt_roundtrip": GT_ROUNDTRIP[dataset]} if "--gt-roundtrip" in flags else {}),
+    }
+
+
 def ship_weights(model: Path, out: Path) -> dict:
     """The best validation model as a float16 state dict ``out/model_fp16.pt``, checked to load into the float32
     network."""
@@ -78,15 +86,11 @@ def weights_check(weights: Path, dataset: str, dataset_dir: Path, work: Path) ->
     """The pooled AUC of ``weights`` on the dataset's first ``CHECK_IMAGES`` test images (one whole-image pass, FoV,
     on the CPU): the value the shipped weights are checked against."""
     from iternet_monai.data import builtin_datalist
+    from iternet_monai.engines import run_evaluation
 
     items = json.loads(Path(builtin_datalist(dataset)).read_text())["testing"][:CHECK_IMAGES]
     datalist = work / "check_datalist.json"
     datalist.write_text(json.dumps({"testing": items}))
-    output = work / "check"
-    command = [
-        sys.executable, "-m", "iternet_monai.cli", "evaluate", "--datalist", str(datalist), "--dataset-dir",
-        str(dataset_dir), "--ckpt", str(weights), "--mode", "whole_image", "--device", "cpu", "--output", str(output),
-    ]  # fmt: skip
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    auc = json.loads((output / "metrics.json").read_text())["pooled"]["auc"]
+    options = {"ckpt_path": str(weights), "mode": "whole_image", "device": "cpu"}
+    auc = run_evaluation(datalist, dataset_dir, work / "check", **options)["pooled"]["auc"]
     return {"images": [item["image"] for item in items], "auc": auc}

@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from records import MODEL_FILES, PAPER, SCORES, VARIANTS, evaluate_command, ship_weights, weights_check  # noqa: E402
+from records import MODEL_FILES, PAPER, SCORES, VARIANTS, ship_weights, variant_options, weights_check  # noqa: E402
 
+from iternet_monai.engines import run_evaluation  # noqa: E402
 from iternet_monai.utils.files import atomic_write_json  # noqa: E402
 
 
@@ -106,9 +107,8 @@ def main() -> int:
         subprocess.run(inference, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         for variant in VARIANTS:
             output = Path(temporary) / f"eval_{variant}"
-            command = evaluate_command(datalist, args.dataset_dir, maps, output, variant, args.dataset)
-            subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-            metrics[f"whole_{variant}"] = json.loads((output / "metrics.json").read_text())
+            options = variant_options(variant, args.dataset)
+            metrics[f"whole_{variant}"] = run_evaluation(datalist, args.dataset_dir, output, maps, **options)
         check = weights_check(out / "model_fp16.pt", args.dataset, args.dataset_dir, Path(temporary))
         results["weights"]["check"] = check
     ours = {name: {k: content["pooled"].get(k) for k in SCORES} for name, content in metrics.items()}

@@ -52,7 +52,11 @@ def test_command_on_two_drive_images_with_given_maps(drive, tmp_path, capsys, ca
         fov = np.asarray(Image.open(drive / "test" / "mask" / f"{stem}_mask.gif")) > 0
         probs.append(prob[fov])
         labels.append(truth[fov])
-    assert content["pooled"]["auc"] == pytest.approx(roc_auc_score(np.concatenate(labels), np.concatenate(probs)))
+    probs, labels = np.concatenate(probs), np.concatenate(labels)
+    assert content["pooled"]["auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-12)
+    hard = probs >= 0.5
+    counts = {"tp": hard & labels, "fp": hard & ~labels, "fn": ~hard & labels, "tn": ~hard & ~labels}
+    assert {k: content["pooled_counts"][k] for k in counts} == {k: int(v.sum()) for k, v in counts.items()}
     assert content["protocol"]["images"] == 2 and "field of view" in content["protocol"]["region"]
     assert [row["image"] for row in content["per_image"]] == ["01_test", "02_test"]
     assert (out / "per_image.csv").read_text().splitlines()[0].startswith("image,auc,pr_auc,f1")
@@ -238,24 +242,38 @@ def test_empty_maps_nan_reasons_and_topology(drive, tmp_path, capsys):
     assert content["pooled"]["connectivity"] > 0.98 and content["pooled"]["cal"] == 0.0
 
 
-def test_a_failure_mid_run_leaves_no_output_that_looks_complete(drive, tmp_path):
-    from iternet_monai.data import load_datalist
-    from iternet_monai.engines.evaluation import evaluate as run_evaluation
+class FailsOnSecondImage(torch.nn.Module):
+    """A stand-in network: all-background logits for the first image, an error on the second."""
 
-    items = load_datalist(drive_datalist(drive, tmp_path, ("01_test", "02_test")), drive, "testing")
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
 
-    def predictor(data):
-        if data["source"].endswith("02_test.tif"):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 2:
             raise EvaluationError("02_test.tif: the model failed")
-        return np.zeros(data["label"].shape[1:])
+        return torch.full_like(x[:, :1], -10.0)
+
+
+def test_a_failure_mid_run_leaves_no_output_that_looks_complete(drive, tmp_path):
+    from iternet_monai.engines import run_evaluation
+
+    datalist = drive_datalist(drive, tmp_path, ("01_test", "02_test"))
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"testing": json.loads(datalist.read_text())["testing"][:1]}))
+    options = {"mode": "whole_image", "device": "cpu", "allow_untrained": True}
+
+    def run(path, **extra):
+        return run_evaluation(path, drive, tmp_path / "out", network=FailsOnSecondImage(), **options, **extra)
 
     with pytest.raises(EvaluationError, match="the model failed"):
-        run_evaluation(items, predictor, tmp_path / "out")
+        run(datalist)
     assert not (tmp_path / "out").exists()
-    run_evaluation(items[:1], predictor, tmp_path / "out")
+    run(one)
     before = (tmp_path / "out" / "metrics.json").read_text()
     with pytest.raises(EvaluationError, match="the model failed"):
-        run_evaluation(items, predictor, tmp_path / "out", overwrite=True)
+        run(datalist, overwrite=True)
     assert (tmp_path / "out" / "metrics.json").read_text() == before
     assert sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir()) == ["01_test.png"]
 
@@ -264,24 +282,23 @@ def test_an_overwritten_evaluation_holds_only_its_own_overlays_and_no_leftovers(
     """--overwrite with fewer images removes the overlays of the images no longer evaluated (the folder would
     otherwise mix two evaluations) and the temporary files an interrupted evaluation left; overlays alone (a killed
     evaluation) are an earlier evaluation's outputs too."""
-    from iternet_monai.data import load_datalist
-    from iternet_monai.engines.evaluation import evaluate as run_evaluation
+    from iternet_monai.engines import run_evaluation
 
-    items = load_datalist(drive_datalist(drive, tmp_path, ("01_test", "02_test")), drive, "testing")
-    out = tmp_path / "out"
-
-    def predictor(data):
-        return np.zeros(data["label"].shape[1:])
-
-    run_evaluation(items, predictor, out)
+    maps = tmp_path / "maps"
+    for stem in ("01_test", "02_test"):
+        write_image(maps / f"{stem}_prob.png", np.zeros((584, 565), np.uint8))
+    both, out = drive_datalist(drive, tmp_path, ("01_test", "02_test")), tmp_path / "out"
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"testing": json.loads(both.read_text())["testing"][:1]}))
+    run_evaluation(both, drive, out, maps)
     leftover = out / "overlays" / ".02_test.png.a1b2.partial.png"
     leftover.write_bytes(b"half a png")
     os.utime(leftover, (1, 1))
     for name in ("metrics.json", "per_image.csv", "roc.png", "pr.png"):
-        (out / name).unlink()
+        (out / name).unlink(missing_ok=True)
     with pytest.raises(InputError, match="01_test.png exists; choose another output folder or pass --overwrite"):
-        run_evaluation(items[:1], predictor, out)
-    run_evaluation(items[:1], predictor, out, overwrite=True)
+        run_evaluation(one, drive, out, maps)
+    run_evaluation(one, drive, out, maps, overwrite=True)
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["01_test.png"]
     assert json.loads((out / "metrics.json").read_text())["protocol"]["images"] == 1
 
@@ -304,65 +321,120 @@ def test_model_evaluation_records_the_inference_mode_that_ran(drive, tmp_path, m
     }  # fmt: skip
 
 
-@pytest.mark.slow
-def test_bundle_and_command_give_identical_numbers_from_one_definition(drive, tmp_path):
+def untrained_weights(path, features=4):
     torch.manual_seed(0)
-    ckpt = tmp_path / "model.pt"
-    torch.save(IterNet(features=4).state_dict(), ckpt)
-    datalist = two_drive_images(drive, tmp_path)
-    result = bundle(
-        "run",
-        "evaluating",
-        "--config_file",
-        "['bundles/iternet/train.json','bundles/iternet/evaluate.json']",
-        "--dataset_dir",
-        str(drive),
-        "--datalist",
-        str(datalist),
-        "--ckpt_path",
-        str(ckpt),
-        "--output_dir",
-        str(tmp_path / "bundle"),
-        "--network_def#features",
-        "4",
-        "--sw_overlap",
-        "0.5",
-        "--threshold",
-        "0.47",  # the untrained network's probabilities lie around 0.47
-        "--num_workers",
-        "0",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    bundle_metrics = dict(line.split(",") for line in (tmp_path / "bundle" / "metrics.csv").read_text().splitlines())
-    code = cli(
-        [
-            "evaluate",
-            "--datalist",
-            str(datalist),
-            "--dataset-dir",
-            str(drive),
-            "--ckpt",
-            str(ckpt),
-            "--mode",
-            "sliding_window",
-            "--backend",
-            "pytorch",  # as the bundle's evaluating runs it: the same arithmetic
-            "--sw-overlap",
-            "0.5",
-            "--threshold",
-            "0.47",
-            "--output",
-            str(tmp_path / "cmd"),
-        ]
-    )
+    torch.save(IterNet(features=features).state_dict(), path)
+    return path
+
+
+def test_model_evaluation_against_the_network_run_by_hand(drive, tmp_path):
+    """The model's evaluation (one whole-image pass on a CPU) against the network run here on the photograph padded
+    to a multiple of 16, scored by scikit-learn and numpy over the official FoV pixels."""
+    ckpt = untrained_weights(tmp_path / "model.pt")
+    threshold = 0.47  # the untrained network's probabilities lie around 0.47
+    code, out = evaluate(drive, tmp_path, "--ckpt", str(ckpt), "--backend", "pytorch", "--threshold", str(threshold))
     assert code == 0
-    command = json.loads((tmp_path / "cmd" / "metrics.json").read_text())["pooled"]
-    assert list(command) == list(protocol_metrics()) and set(bundle_metrics) == set(command)
-    assert 0 < command["f1"] < 1 and command["cal"] > 0
-    for name, value in command.items():
-        assert float(bundle_metrics[name]) == pytest.approx(value, rel=1e-12, abs=1e-12, nan_ok=True), name
-    per_image = (tmp_path / "bundle" / "auc_raw.csv").read_text().splitlines()
-    assert len(per_image) == 3 and "01_test.tif" in per_image[1]
+    content = json.loads((out / "metrics.json").read_text())
+    network = IterNet(features=4).eval()
+    network.load_state_dict(torch.load(ckpt))
+    probs, labels = [], []
+    for stem in ("01_test", "02_test"):
+        photo = np.asarray(Image.open(drive / "test" / "images" / f"{stem}.tif").convert("RGB"), np.float32) / 255
+        x = torch.as_tensor(photo.transpose(2, 1, 0).copy())[None]  # MONAI reads pictures as (C, W, H)
+        padded = torch.nn.functional.pad(x, (0, -x.shape[3] % 16, 0, -x.shape[2] % 16))
+        with torch.no_grad():
+            prob = torch.sigmoid(network(padded))[0, 0, : x.shape[2], : x.shape[3]].numpy().T
+        truth, fov = drive_arrays(drive, stem)
+        probs.append(prob[fov])
+        labels.append(truth[fov])
+    probs, labels = np.concatenate(probs), np.concatenate(labels)
+    assert content["pooled"]["auc"] == pytest.approx(roc_auc_score(labels, probs), abs=1e-5)
+    hard = probs >= threshold
+    tp, fp = int((hard & labels).sum()), int((hard & ~labels).sum())
+    assert abs(content["pooled_counts"]["tp"] - tp) + abs(content["pooled_counts"]["fp"] - fp) <= 5  # float ties
+    assert 0 < content["pooled"]["f1"] < 1
+
+
+def test_stored_map_inferer_returns_each_images_map_and_ignores_the_network(tmp_path):
+    from monai.data import MetaTensor
+
+    from iternet_monai.inferers import StoredMapInferer
+
+    rng = np.random.default_rng(0)
+    items, expected = [], {}
+    (tmp_path / "maps").mkdir()
+    for stem in ("a", "b"):
+        write_image(tmp_path / f"{stem}.png", rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
+        expected[stem] = rng.random((20, 30))
+        np.save(tmp_path / "maps" / f"{stem}_prob.npy", expected[stem])
+        items.append({"image": str(tmp_path / f"{stem}.png")})
+    inferer = StoredMapInferer(items, tmp_path / "maps")
+    batch = MetaTensor(torch.zeros(2, 3, 30, 20), meta={"filename_or_obj": [items[1]["image"], items[0]["image"]]})
+    out = inferer(batch, network=None)
+    assert out.shape == (2, 1, 30, 20) and out.dtype == torch.float32
+    for index, stem in enumerate(("b", "a")):
+        assert np.allclose(out[index, 0].numpy().T, expected[stem], atol=1e-7)
+    assert inferer.description["files"] == {"a": "a_prob.npy", "b": "b_prob.npy"}
+    other = MetaTensor(torch.zeros(1, 3, 30, 20), meta={"filename_or_obj": [str(tmp_path / "c.png")]})
+    with pytest.raises(EvaluationError, match="c.png: no stored map was checked"):
+        inferer(other)
+
+
+def test_evaluation_config_is_the_inference_pipeline_with_the_protocol_report(tmp_path):
+    """evaluate.json merged over inference.json: the same network and postprocessing ids, the protocol's metrics
+    in the report, and saved maps scored without a sigmoid."""
+    from iternet_monai.engines import evaluation_parser
+    from iternet_monai.handlers import ProtocolReport
+
+    parser = evaluation_parser(output_dir=str(tmp_path / "out"), connectivity=4, threshold=0.3)
+    assert parser["report"]["_target_"] == "iternet_monai.handlers.ProtocolReport"
+    assert parser["evaluator"]["postprocessing"] == "@postprocessing" and parser["handlers"][0] == "@report"
+    assert parser.get_parsed_content("sigmoid") is True
+    assert evaluation_parser(predictions=str(tmp_path)).get_parsed_content("sigmoid") is False
+    handler = ProtocolReport(tmp_path / "out", connectivity=4, threshold=0.3)
+    expected = protocol_metrics(0.3, 1)
+    assert list(handler.metrics) == list(expected)
+    for name, metric in handler.metrics.items():
+        settings = {k: v for k, v in vars(expected[name]).items() if not k.startswith("_")}
+        assert {k: v for k, v in vars(metric).items() if not k.startswith("_")} == settings, name
+
+
+@pytest.mark.slow
+def test_command_and_bundle_evaluating_write_identical_files(drive, tmp_path):
+    """iternet-monai evaluate and python -m monai.bundle run evaluating are one run: on 2 DRIVE test images, with a
+    model (whole image on a CPU by default) and with saved maps, the same metrics.json, per_image.csv and overlays."""
+    ckpt = untrained_weights(tmp_path / "model.pt")
+    datalist = two_drive_images(drive, tmp_path)
+    maps = write_maps(drive, tmp_path / "maps")
+    configs = "['bundles/iternet/configs/inference.json','bundles/iternet/configs/evaluate.json']"
+    for name, command, bundle_options in (
+        ("model", ["--ckpt", str(ckpt), "--backend", "pytorch"], ["--ckpt_path", str(ckpt), "--backend", "pytorch"]),
+        ("maps", ["--predictions", str(maps)], ["--predictions", str(maps)]),
+    ):
+        code, _ = evaluate(drive, tmp_path, *command, "--threshold", "0.47", "--output", str(tmp_path / name))
+        assert code == 0
+        result = bundle(
+            "run", "evaluating", "--config_file", configs, "--dataset_dir", str(drive), "--datalist", str(datalist),
+            "--output_dir", str(tmp_path / f"bundle_{name}"), "--threshold", "0.47", *bundle_options,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        ours, theirs = tmp_path / name, tmp_path / f"bundle_{name}"
+        content = json.loads((ours / "metrics.json").read_text())
+        assert json.loads((theirs / "metrics.json").read_text()) == content
+        assert content["protocol"]["images"] == 2 and 0 < content["pooled"]["f1"] < 1
+        for file in ("per_image.csv", "overlays/01_test.png", "overlays/02_test.png"):
+            assert (ours / file).read_bytes() == (theirs / file).read_bytes(), (name, file)
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["protocol"]["predictions"]["mode"] == (
+        "whole_image"
+    )
+    again = bundle(
+        "run", "evaluating", "--config_file", configs, "--dataset_dir", str(drive), "--datalist", str(datalist),
+        "--output_dir", str(tmp_path / "bundle_maps"), "--predictions", str(maps),
+    )  # fmt: skip
+    assert again.returncode != 0
+    assert f"{tmp_path / 'bundle_maps' / 'metrics.json'} exists; choose another output folder or pass --overwrite" in (
+        again.stdout + again.stderr
+    )
 
 
 def test_repo_root_symlinks_point_at_configs():

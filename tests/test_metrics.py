@@ -333,23 +333,3 @@ def test_cal_of_empty_maps_and_an_empty_map_cannot_win():
     assert float(metric.aggregate()) == 0.0
     with pytest.raises(ValueError, match="component must be one of"):
         CALMetric("x")
-
-
-def test_bundle_evaluate_config_reports_the_protocol_metrics():
-    """evaluate.json's metric handlers are built by one call from the list the evaluate command uses."""
-    from conftest import REPO
-    from monai.bundle import ConfigParser
-
-    from iternet_monai.handlers.metric_handlers import VesselMetricHandler
-    from iternet_monai.metrics import protocol_metrics
-
-    parser = ConfigParser()
-    configs = REPO / "bundles" / "iternet" / "configs"
-    parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
-    handlers = parser.get_parsed_content("validate#metrics")
-    expected = protocol_metrics()
-    assert list(handlers) == list(expected)
-    for name, handler in handlers.items():
-        assert isinstance(handler, VesselMetricHandler) and type(handler.metric_fn) is type(expected[name]), name
-        settings = {k: v for k, v in vars(expected[name]).items() if not k.startswith("_")}
-        assert {k: v for k, v in vars(handler.metric_fn).items() if not k.startswith("_")} == settings, name

@@ -14,12 +14,12 @@ from iternet_monai.engines.checkpoints import (
     weights_shape,
 )
 from iternet_monai.engines.evaluation import (
-    MapPredictor,
-    evaluate,
-    map_predictor,
-    model_predictor,
-    nan_reason,
-    summary_table,
+    EVALUATION_CONFIGS,
+    evaluation_items,
+    evaluation_parser,
+    prediction_source,
+    run_evaluation,
+    run_evaluator,
 )
 from iternet_monai.engines.inference import (
     ImageProgress,
@@ -76,10 +76,10 @@ __all__ = [
     "overlay",
     "segment",
     "load_pipeline",
-    "MapPredictor",
-    "map_predictor",
-    "model_predictor",
-    "evaluate",
-    "nan_reason",
-    "summary_table",
+    "EVALUATION_CONFIGS",
+    "evaluation_items",
+    "prediction_source",
+    "run_evaluator",
+    "evaluation_parser",
+    "run_evaluation",
 ]

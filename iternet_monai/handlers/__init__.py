@@ -1,4 +1,5 @@
-"""Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics` and the training's helpers."""
+"""Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics`, the evaluation's report and the training's
+helpers."""
 
 from iternet_monai.handlers.metric_handlers import (
     CAL,
@@ -14,6 +15,8 @@ from iternet_monai.handlers.metric_handlers import (
     every_n_steps,
     protocol_handlers,
 )
+from iternet_monai.handlers.protocol_report import ProtocolReport, nan_reason
+from iternet_monai.handlers.report_files import summary_table
 
 __all__ = [
     "VesselMetricHandler",
@@ -24,6 +27,9 @@ __all__ = [
     "Betti0Error",
     "CAL",
     "protocol_handlers",
+    "ProtocolReport",
+    "nan_reason",
+    "summary_table",
     "LearningRateLogger",
     "ValidationImages",
     "engine_loss",

@@ -138,8 +138,9 @@ class CAL(VesselMetricHandler):
 def protocol_handlers(
     output_transform: Callable = _identity, threshold: float = 0.5, connectivity: int = 2
 ) -> dict[str, VesselMetricHandler]:
-    """One handler per metric of the evaluation protocol (:func:`~iternet_monai.metrics.protocol_metrics`), by
-    name: what the bundle's ``evaluate.json`` reports, from the definition the ``evaluate`` command uses."""
+    """One metric handler per metric of the evaluation protocol (:func:`~iternet_monai.metrics.protocol_metrics`),
+    by name, for an evaluator's ``additional_metrics`` (e.g. a training's validation); an evaluation's report is
+    :class:`~iternet_monai.handlers.ProtocolReport`, from the same definitions."""
     metrics = protocol_metrics(threshold, connectivity)
     return {name: VesselMetricHandler(metric, output_transform) for name, metric in metrics.items()}
 

@@ -1,4 +1,5 @@
-"""Inferers: MONAI's sliding window (the paper's stride-3 mode), a whole-image inferer and the backends."""
+"""Inferers: MONAI's sliding window (the paper's stride-3 mode), a whole-image inferer, the backends and
+an inferer of saved maps."""
 
 from iternet_monai.inferers.inferer import (
     BACKENDS,
@@ -16,6 +17,7 @@ from iternet_monai.inferers.inferer import (
     resolve_mode,
     sliding_window_count,
 )
+from iternet_monai.inferers.stored_map import BINARY_NOTE, StoredMapInferer
 
 __all__ = [
     "PAPER_OVERLAP",
@@ -32,4 +34,6 @@ __all__ = [
     "resolve_backend",
     "make_inferer",
     "sliding_window_count",
+    "BINARY_NOTE",
+    "StoredMapInferer",
 ]
