@@ -19,8 +19,9 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import Compose
 from PIL import Image
 
+from iternet_monai.data import InferenceInputs
 from iternet_monai.engines.checkpoints import BUNDLE_DIR, CheckpointError
-from iternet_monai.engines.inference import InferenceInputs, load_pipeline
+from iternet_monai.engines.inference import load_pipeline
 from iternet_monai.inferers.inferer import (
     PAPER_OVERLAP,
     BatchedSlidingWindowInferer,

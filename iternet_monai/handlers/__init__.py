@@ -1,5 +1,8 @@
-"""Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics` and the training's helpers."""
+"""Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics` and the training's helpers, and batch inference's
+weights loader, writers and progress bar."""
 
+from iternet_monai.handlers.biomarker_writer import BiomarkerWriter
+from iternet_monai.handlers.image_progress import ImageProgress
 from iternet_monai.handlers.metric_handlers import (
     CAL,
     Betti0Error,
@@ -14,6 +17,8 @@ from iternet_monai.handlers.metric_handlers import (
     every_n_steps,
     protocol_handlers,
 )
+from iternet_monai.handlers.vessel_map_writer import VesselMaps, VesselMapWriter, overlay, vessel_maps, writes_outputs
+from iternet_monai.handlers.weights_loader import WeightsLoader
 
 __all__ = [
     "VesselMetricHandler",
@@ -28,4 +33,12 @@ __all__ = [
     "ValidationImages",
     "engine_loss",
     "every_n_steps",
+    "WeightsLoader",
+    "VesselMaps",
+    "vessel_maps",
+    "writes_outputs",
+    "overlay",
+    "VesselMapWriter",
+    "BiomarkerWriter",
+    "ImageProgress",
 ]
