@@ -7,6 +7,7 @@ import torch
 from conftest import bundle
 from monai.transforms import Compose
 
+from iternet_monai.engines.checkpoints import BUNDLE_DIR as BUNDLE
 from iternet_monai.engines.checkpoints import iternet_for_weights
 from iternet_monai.inferers.inferer import ONNX_EXPORT
 from iternet_monai.networks import IterNet
@@ -66,14 +67,55 @@ def test_onnxruntime_backend_gives_the_pytorch_output_and_exports_once(weights_a
     weights, photo, eager = weights_and_photo
     network = iternet_for_weights(weights)
     runtime = OnnxRuntimeNetwork(network, cache_dir=tmp_path / "cache")
+    assert (runtime(photo) - eager).abs().max() < 1e-4
     (exported,) = (tmp_path / "cache").iterdir()
     stamp = exported.stat().st_mtime_ns
-    assert (runtime(photo) - eager).abs().max() < 1e-4
-    OnnxRuntimeNetwork(network, cache_dir=tmp_path / "cache")
+    OnnxRuntimeNetwork(network, cache_dir=tmp_path / "cache")(photo)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [exported.name]
     assert exported.stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="runs on the CPU only"):
         prepare_network(network, "cuda", backend="onnxruntime")
+
+
+@pytest.mark.slow
+def test_onnxruntime_backend_runs_the_weights_loaded_after_it_was_prepared(weights_and_photo, tmp_path):
+    """The bundle prepares the network, then its weights loader loads the weights when the evaluator starts: ONNX
+    Runtime must run those weights, not the untrained ones it was given."""
+    from iternet_monai.engines.checkpoints import iternet_shaped_for
+    from iternet_monai.handlers import WeightsLoader
+    from iternet_monai.inferers.inferer import prepare_network
+
+    weights, photo, eager = weights_and_photo
+    network = iternet_shaped_for(weights)
+    runtime = prepare_network(network, "cpu", backend="onnxruntime")
+    WeightsLoader(weights, network).load()
+    assert (runtime(photo) - eager).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_the_bundles_own_weights_export_naming_the_file_once(tmp_path):
+    """The README's export commands: ``--ckpt_file`` is the only flag naming the weights, whatever their width."""
+    shipped = BUNDLE / "models" / "model.pt"
+    if not shipped.is_file():
+        pytest.skip("the bundle ships no models/model.pt")
+    torch.manual_seed(0)
+    photo = torch.rand(1, 3, 64, 80)
+    with torch.no_grad():
+        eager = iternet_for_weights(shipped).eval()(photo)
+    common = ["--config_file", INFERENCE, "--ckpt_file", str(shipped), "--net_id", "network_def"]
+    result = bundle("ckpt_export", *common, "--filepath", str(tmp_path / "x.ts"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with torch.no_grad():
+        assert (torch.jit.load(tmp_path / "x.ts")(photo) - eager).abs().max() < 1e-4
+    result = bundle(
+        "onnx_export", *common, "--filepath", str(tmp_path / "x.onnx"), "--input_shape", "[2,3,64,64]",
+        "--converter_kwargs", repr(ONNX_EXPORT),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "x.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"image": photo.numpy()})[0] - eager.numpy()).max() < 1e-4
 
 
 def test_auto_backend_is_onnxruntime_on_a_cpu_where_installed_and_pytorch_on_a_gpu(monkeypatch):

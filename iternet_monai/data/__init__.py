@@ -1,4 +1,5 @@
-"""Datalists: MONAI Decathlon-style JSON files with paths relative to a dataset folder, checked before use."""
+"""Datalists: MONAI Decathlon-style JSON files with paths relative to a dataset folder, checked before use; the inputs
+of a batch inference run; saved probability maps to score."""
 
 from iternet_monai.data.datalist import (
     BUILTIN_DATALISTS,
@@ -11,6 +12,7 @@ from iternet_monai.data.datalist import (
     load_datalist,
     make_datalist,
 )
+from iternet_monai.data.inference_inputs import InferenceInputs, output_paths
 from iternet_monai.data.maps import (
     PROBABILITY_SUFFIXES,
     EvaluationError,
@@ -36,4 +38,6 @@ __all__ = [
     "make_datalist",
     "embedded_sample",
     "inference_items",
+    "output_paths",
+    "InferenceInputs",
 ]

@@ -7,6 +7,7 @@ from iternet_monai.engines.checkpoints import (
     check_weights_fit,
     default_bundle_root,
     iternet_for_weights,
+    iternet_shaped_for,
     load_weights,
     read_checkpoint,
     read_weights,
@@ -21,15 +22,7 @@ from iternet_monai.engines.evaluation import (
     run_evaluation,
     run_evaluator,
 )
-from iternet_monai.engines.inference import (
-    ImageProgress,
-    InferenceInputs,
-    VesselMapWriter,
-    load_pipeline,
-    output_paths,
-    overlay,
-    segment,
-)
+from iternet_monai.engines.inference import load_pipeline, segment
 from iternet_monai.engines.training import (
     STATS_FILE,
     AtomicCheckpointSaver,
@@ -55,6 +48,7 @@ __all__ = [
     "weights_shape",
     "check_weights_fit",
     "load_weights",
+    "iternet_shaped_for",
     "iternet_for_weights",
     "save_atomic",
     "default_num_workers",
@@ -69,11 +63,6 @@ __all__ = [
     "TrainingProgress",
     "STATS_FILE",
     "latest_stats",
-    "output_paths",
-    "InferenceInputs",
-    "VesselMapWriter",
-    "ImageProgress",
-    "overlay",
     "segment",
     "load_pipeline",
     "EVALUATION_CONFIGS",

@@ -2,7 +2,8 @@
 
 Reading fails in one line that names the file (missing, empty, truncated, not a PyTorch file, no weights in it, or
 weights of another network shape); float16 weights (the shipped ``model.pt``) load into the float32 network; the
-weights define the network's shape (:func:`iternet_for_weights`); writing is atomic (:func:`save_atomic`).
+weights define the network's shape (:func:`iternet_shaped_for`, which reads only their shapes, so that the weights are
+loaded once, by whatever loads them next); writing is atomic (:func:`save_atomic`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "weights_shape",
     "check_weights_fit",
     "load_weights",
+    "iternet_shaped_for",
     "iternet_for_weights",
     "save_atomic",
 ]
@@ -60,19 +62,27 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     """The dictionary saved in ``path`` (a state dict, or a training checkpoint of several state dicts).
-    Raises :class:`CheckpointError` naming the file when it is missing, empty, damaged or not a PyTorch file."""
+
+    Args:
+        path: the file.
+        mmap: map the tensors' storage instead of reading it (files ``torch.save`` wrote as a zip archive, its
+            format since PyTorch 1.6): their shapes are known, their values are read only when used.
+
+    Raises:
+        CheckpointError: naming the file, when it is missing, empty, damaged or not a PyTorch file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty (an interrupted write?)")
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and magic == b"PK")
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for damaged or foreign files
-        with open(path, "rb") as handle:
-            magic = handle.read(2)
         why = _reason(error) if magic[:2] == b"PK" or magic[:1] == b"\x80" else "not a file torch.save wrote"
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
     if not isinstance(content, Mapping):
@@ -80,13 +90,18 @@ def read_checkpoint(path: str | Path) -> dict:
     return dict(content)
 
 
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The network weights in ``path``: a plain state dict or the ``"model"`` entry of a training checkpoint,
-    float16 tensors cast to float32."""
-    content = read_checkpoint(path)
+def _network_state(content: Mapping, path: str | Path) -> Mapping[str, torch.Tensor]:
+    """The network weights of a checkpoint's ``content``: the whole of it, or its ``"model"`` entry."""
     state = content.get("model", content)
     if not isinstance(state, Mapping) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{path}: holds no network weights (a state dict of tensors, or one under 'model')")
+    return state
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network weights in ``path``: a plain state dict or the ``"model"`` entry of a training checkpoint,
+    float16 tensors cast to float32."""
+    state = _network_state(read_checkpoint(path), path)
     return {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
@@ -139,28 +154,42 @@ def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     state = read_weights(path)
     check_weights_fit(state, network.state_dict(), path)
     network.load_state_dict(state)
+    logger.info(f"loaded weights from {path}")
     return network
 
 
-def iternet_for_weights(weights: str | Path | None = None, **config: Any) -> IterNet:
-    """An IterNet for ``weights`` with them loaded: the weights define the network's shape (channels, width,
-    iterations, refinery depth, norm), ``config`` gives the rest (dropout, refinery) and the shape when there are
-    no weights (``weights`` None: an untrained network, with a warning). A path that does not exist is an error."""
+def iternet_shaped_for(weights: str | Path | None = None, **config: Any) -> IterNet:
+    """An IterNet of the shape of the weights in ``weights``, not loaded: the bundle's ``network_def``, into which
+    the weights are loaded once by whatever runs it (:class:`~iternet_monai.handlers.WeightsLoader`, MONAI's
+    ``ckpt_export``, MONAI Label). Only the tensors' shapes are read.
+
+    Args:
+        weights: a ``model.pt`` or training checkpoint; None (or ``"none"``): the config's shape, with a warning
+            that the network is untrained.
+        config: :class:`IterNet` arguments; the weights' shape (channels, width, iterations, refinery depth,
+            norm) replaces the config's, the rest (dropout, refinery) is kept.
+
+    Raises:
+        CheckpointError: naming the file, when it is missing, unreadable or not an IterNet's.
+    """
     if optional(weights) is None:
         logger.warning("no weights given: the network is UNTRAINED and its output is meaningless")
         return IterNet(**config)
-    state = read_weights(weights)
-    shape = weights_shape(state, weights)
+    shape = weights_shape(_network_state(read_checkpoint(weights, mmap=True), weights), weights)
     differs = {k: (v, config[k]) for k, v in shape.items() if k in config and config[k] != v}
     if differs:
         logger.info(
             f"network shape taken from {weights}: "
             + ", ".join(f"{k} {v} (config: {c})" for k, (v, c) in differs.items())
         )
-    network = IterNet(**{**config, **shape})
-    network.load_state_dict(state)
-    logger.info(f"loaded weights from {weights}")
-    return network
+    return IterNet(**{**config, **shape})
+
+
+def iternet_for_weights(weights: str | Path | None = None, **config: Any) -> IterNet:
+    """An IterNet for ``weights`` with them loaded (:func:`iternet_shaped_for`, then :func:`load_weights`); an
+    untrained one when ``weights`` is None."""
+    network = iternet_shaped_for(weights, **config)
+    return network if optional(weights) is None else load_weights(network, weights)
 
 
 def save_atomic(content: Any, path: str | Path) -> None:

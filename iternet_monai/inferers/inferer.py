@@ -287,42 +287,55 @@ def _quiet_exporter() -> Iterator[None]:
 class OnnxRuntimeNetwork(torch.nn.Module):
     """``network`` run by ONNX Runtime on the CPU: ``backend="onnxruntime"``, and ``auto``'s choice on a CPU where
     ONNX Runtime is installed (faster than PyTorch there, same output within 1e-4: docs/benchmarks.md). The ONNX
-    file is exported once per weights with MONAI's ``convert_to_onnx`` (:data:`ONNX_EXPORT`) and kept in
+    file is exported at the first call, so it holds the weights loaded by then (the bundle loads them when its
+    evaluator starts), once per weights with MONAI's ``convert_to_onnx`` (:data:`ONNX_EXPORT`), and kept in
     ``cache_dir``."""
 
     def __init__(self, network: torch.nn.Module, cache_dir: str | Path | None = None) -> None:
         super().__init__()
-        import onnxruntime
+        import onnxruntime  # noqa: F401 - a missing install fails here, not at the first image
 
-        from iternet_monai.utils.files import atomic_path
+        self.network = network
+        default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "iternet-monai"
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default
+        self.session: Any = None
 
+    def _export(self) -> Path:
+        """The ONNX file of the network's current weights, exported unless the cache has it."""
         digest = hashlib.sha256(repr(ONNX_EXPORT).encode())  # new export settings, a new file
-        for name, tensor in sorted(network.state_dict().items()):
+        for name, tensor in sorted(self.network.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        folder = Path(cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "iternet-monai")
-        path = folder / f"iternet-{digest.hexdigest()[:16]}.onnx"
+        path = self.cache_dir / f"iternet-{digest.hexdigest()[:16]}.onnx"
         if not path.is_file():
             from monai.networks.utils import convert_to_onnx
 
+            from iternet_monai.utils.files import atomic_path
+
             logger.info(f"exporting the network to ONNX once: {path}")
-            folder.mkdir(parents=True, exist_ok=True)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
             # a batch of 2: the exporter would fix a dimension of 1 as a constant (windows come in batches)
-            sample = torch.rand(2, next(network.parameters()).shape[1], 64, 64)
+            sample = torch.rand(2, next(self.network.parameters()).shape[1], 64, 64)
             with atomic_path(path) as temporary, _quiet_exporter():
                 convert_to_onnx(
-                    network.cpu().eval(),
+                    self.network.cpu().eval(),
                     inputs=[sample],
                     filename=str(temporary),
                     verify=False,
                     verbose=False,
                     **ONNX_EXPORT,
                 )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.session is None:
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            self.session = onnxruntime.InferenceSession(
+                str(self._export()), options, providers=["CPUExecutionProvider"]
+            )
         image = torch.as_tensor(x).detach().float().cpu().contiguous().numpy()
         return torch.from_numpy(self.session.run(None, {ONNX_EXPORT["input_names"][0]: image})[0])
 
