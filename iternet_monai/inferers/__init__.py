@@ -17,7 +17,7 @@ from iternet_monai.inferers.inferer import (
     resolve_mode,
     sliding_window_count,
 )
-from iternet_monai.inferers.stored_map import BINARY_NOTE, StoredMapInferer
+from iternet_monai.inferers.stored_map import BINARY_NOTE, StoredMapInferer, stored_maps_or
 
 __all__ = [
     "PAPER_OVERLAP",
@@ -36,4 +36,5 @@ __all__ = [
     "sliding_window_count",
     "BINARY_NOTE",
     "StoredMapInferer",
+    "stored_maps_or",
 ]

@@ -16,9 +16,10 @@ import torch
 from monai.inferers import Inferer
 
 from iternet_monai.data.maps import EvaluationError, check_maps, read_probability_map
+from iternet_monai.utils.errors import optional
 from iternet_monai.utils.files import file_stem
 
-__all__ = ["BINARY_NOTE", "StoredMapInferer"]
+__all__ = ["BINARY_NOTE", "StoredMapInferer", "stored_maps_or"]
 
 logger = logging.getLogger(__name__)
 BINARY_NOTE = (
@@ -73,3 +74,20 @@ class StoredMapInferer(Inferer):
                 raise EvaluationError(f"{name}: no stored map was checked for this image")
             arrays.append(torch.as_tensor(read_probability_map(path).T, dtype=torch.float32)[None])
         return torch.stack(arrays).to(inputs.device)
+
+
+def stored_maps_or(inferer: Inferer | None, folder: str | Path | None, items: Sequence[dict]) -> Inferer:
+    """The evaluator's inferer: the saved maps of ``folder`` (a :class:`StoredMapInferer` of ``items``) when a
+    folder is given, else ``inferer``, the model's.
+
+    Args:
+        inferer: the model's inferer (None where the config disabled it because maps are scored).
+        folder: the folder of saved maps, or None.
+        items: the datalist items to be evaluated.
+    """
+    folder = optional(folder)
+    if folder is None:
+        if inferer is None:
+            raise EvaluationError("no inferer: give a folder of saved maps (predictions) or enable the model's inferer")
+        return inferer
+    return StoredMapInferer(items, folder)
