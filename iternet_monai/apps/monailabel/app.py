@@ -101,6 +101,10 @@ class VesselTrainTask(BundleTrainTask):
     def _update_overrides(self, overrides: dict) -> dict:
         """The fine-tuning schedule, the network shape of the weights and validation of the starting weights (so
         that ``model.pt`` is replaced only by a better model)."""
+        # the bundle's training writes to ./models and ./eval unless told: here, the bundle's own folders
+        overrides.update(
+            {"ckpt_dir": str(Path(self.bundle_path) / "models"), "output_dir": str(Path(self.bundle_path) / RUNS_DIR)}
+        )
         weights = Path(self.bundle_path) / "models" / "model.pt"
         if weights.is_file():
             try:
@@ -119,10 +123,7 @@ class VesselTrainTask(BundleTrainTask):
                 "model; the previous one is kept as models/model_<its date>.pt"
             )
         for handler in overrides.get(self.const.key_train_handlers(), []):
-            if (
-                isinstance(handler, dict)
-                and handler.get("_target_") == "iternet_monai.engines.training.TrainingValidation"
-            ):
+            if isinstance(handler, dict) and handler.get("_target_") == "iternet_monai.handlers.TrainingValidation":
                 handler["exec_at_start"] = True
         return overrides
 
