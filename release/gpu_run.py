@@ -232,7 +232,8 @@ def training_command(root: Path, drive: Path, datalist: Path, minutes: float, sm
     """The user's training command (README), in bundle folder ``root`` with a time budget of ``minutes``."""
     return [
         sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "bundles/iternet/configs/train.json",
-        "--bundle_root", str(root), "--dataset_dir", str(drive), "--datalist", str(datalist),
+        "--ckpt_dir", str(root / "models"), "--output_dir", str(root / "eval"), "--dataset_dir", str(drive),
+        "--datalist", str(datalist),
         "--time_budget_minutes", f"{minutes:.3f}",
     ] + (SMOKE_TRAINING if smoke else [])  # fmt: skip
 

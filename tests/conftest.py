@@ -129,7 +129,7 @@ def synthetic_run(
     from monai.transforms import Compose, RandFlipd, RandSpatialCropd
     from monai.utils import set_determinism
 
-    from iternet_monai.engines.training import TrainingRun
+    from iternet_monai.engines import TrainingRun
 
     set_determinism(seed=0)
     rng = np.random.default_rng(0)

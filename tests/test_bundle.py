@@ -129,7 +129,8 @@ monai.bundle.run(
     final_id=None,
     meta_file=bundle + "/configs/metadata.json",
     config_file=bundle + "/configs/train.json",
-    **{"bundle_root": bundle, "train#trainer#max_epochs": 1, "train#dataset#data": items[:2],
+    **{"bundle_root": bundle, "ckpt_dir": bundle + "/models", "output_dir": bundle + "/eval",  # VesselTrainTask's
+       "train#trainer#max_epochs": 1, "train#dataset#data": items[:2],
        "device": "cpu", "train#handlers": handlers, "validate#dataset#data": items[2:]},
     **fast,
 )
@@ -190,7 +191,8 @@ def test_progress_at_once_and_sigterm_mid_epoch_then_a_resume_that_loses_nothing
     """The batch-system case: SIGTERM to the whole process group (training process and data loader workers)."""
     datalist = two_drive_images(drive, tmp_path)
     args = ["run", "training", "--config_file", "bundles/iternet/train.json", "--dataset_dir", str(drive)]
-    args += ["--datalist", str(datalist), "--bundle_root", str(tmp_path / "bundle"), "--epochs", "1"]
+    args += ["--datalist", str(datalist), "--epochs", "1"]
+    args += ["--ckpt_dir", str(tmp_path / "bundle" / "models"), "--output_dir", str(tmp_path / "bundle" / "eval")]
     args += fast_with_default_workers("--steps_per_epoch", "40", "--checkpoint_steps", "5", "--progress_seconds", "0")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     log = tmp_path / "log.txt"
@@ -236,8 +238,10 @@ def test_a_damaged_checkpoint_to_resume_is_one_line_naming_it(tmp_path):
         "bundles/iternet/train.json",
         "--dataset_dir",
         str(tmp_path),
-        "--bundle_root",
-        str(tmp_path),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "eval"),
         "--resume",
         str(damaged),
     )
@@ -330,7 +334,8 @@ def test_train_workflow_has_the_required_properties(drive, tmp_path):
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=False,
         workflow_type="train",
-        bundle_root=str(tmp_path),
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
         dataset_dir=str(drive),
         datalist=str(two_drive_images(drive, tmp_path)),
         num_workers=0,
@@ -395,8 +400,10 @@ def test_multi_gpu_config_under_torchrun_with_two_cpu_processes(drive, tmp_path)
         "training",
         "--config_file",
         configs,
-        "--bundle_root",
-        str(tmp_path),
+        "--ckpt_dir",
+        str(tmp_path / "models"),
+        "--output_dir",
+        str(tmp_path / "eval"),
         "--dataset_dir",
         str(drive),
         "--datalist",

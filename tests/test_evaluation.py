@@ -388,7 +388,10 @@ def test_evaluation_config_is_the_inference_pipeline_with_the_protocol_report(tm
 
     parser = evaluation_parser(output_dir=str(tmp_path / "out"), connectivity=4, threshold=0.3)
     assert parser["report"]["_target_"] == "iternet_monai.handlers.ProtocolReport"
-    assert parser["evaluator"]["postprocessing"] == "@postprocessing" and parser["handlers"][:2] == ["@weights_loader", "@report"]
+    assert parser["evaluator"]["postprocessing"] == "@postprocessing" and parser["handlers"][:2] == [
+        "@weights_loader",
+        "@report",
+    ]
     assert parser.get_parsed_content("sigmoid") is True
     assert evaluation_parser(predictions=str(tmp_path)).get_parsed_content("sigmoid") is False
     handler = ProtocolReport(tmp_path / "out", connectivity=4, threshold=0.3)

@@ -26,8 +26,9 @@ def test_a_training_run_is_scored_and_shipped_from_its_own_files(drive, tmp_path
     datalist.write_text(json.dumps({**two, "testing": content["testing"][:2]}))
     train = [
         sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
-        "['bundles/iternet/configs/train.json','bundles/iternet/configs/train_cpu.json']", "--bundle_root",
-        str(tmp_path / "run"), "--dataset_dir", str(drive), "--datalist", str(datalist), "--run_name", "tiny", *TINY,
+        "['bundles/iternet/configs/train.json','bundles/iternet/configs/train_cpu.json']", "--ckpt_dir",
+        str(tmp_path / "run" / "models"), "--output_dir", str(tmp_path / "run" / "eval"), "--dataset_dir", str(drive),
+        "--datalist", str(datalist), "--run_name", "tiny", *TINY,
     ]  # fmt: skip
     trained = subprocess.run(train, cwd=REPO, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr[-3000:]

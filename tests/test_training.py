@@ -13,17 +13,17 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO, STEPS, synthetic_run
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 
-from iternet_monai.engines import training
+from iternet_monai.engines import TrainingRun, default_num_workers, latest_stats
 from iternet_monai.engines.checkpoints import CheckpointError, read_checkpoint
-from iternet_monai.engines.training import TrainingProgress, TrainingRun, default_num_workers
-from iternet_monai.handlers.metric_handlers import engine_loss
+from iternet_monai.handlers import TimeBudget, TrainingProgress, TrainingValidation, engine_loss
 from iternet_monai.utils.errors import InputError
 
 
@@ -188,7 +188,7 @@ def test_a_second_training_in_the_same_models_folder_is_refused_until_the_first_
 KILLED_WHILE_HOLDING = """
 import os, signal, sys
 from pathlib import Path
-from iternet_monai.engines.training import TrainingRun
+from iternet_monai.engines import TrainingRun
 run = TrainingRun(Path(sys.argv[1]) / "models", Path(sys.argv[1]) / "eval", name="killed")
 run.hold()
 os.kill(os.getpid(), signal.SIGKILL)
@@ -200,16 +200,38 @@ def test_every_run_writes_its_own_train_stats_and_the_latest_is_found(tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles/iternet/configs/train.json"))
-    parser.update({"bundle_root": str(tmp_path), "run_name": "first"})
+    parser.update({"ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"), "run_name": "first"})
     parser.parse()
     assert parser.get_parsed_content("stats_file") == str(tmp_path / "eval" / "first" / "train_stats.json")
     parser.get_parsed_content("training_run").release()
-    assert training.latest_stats(tmp_path / "eval") is None
+    assert latest_stats(tmp_path / "eval") is None
     for age, run in ((100, "first"), (0, "second")):
         (tmp_path / "eval" / run).mkdir(parents=True)
         (tmp_path / "eval" / run / "train_stats.json").write_text("{}")
         os.utime(tmp_path / "eval" / run / "train_stats.json", (1e9 - age, 1e9 - age))
-    assert training.latest_stats(tmp_path / "eval") == tmp_path / "eval" / "second" / "train_stats.json"
+    assert latest_stats(tmp_path / "eval") == tmp_path / "eval" / "second" / "train_stats.json"
+
+
+def test_every_config_has_the_bundle_root_of_inference_and_training_writes_in_the_current_folder():
+    """One bundle_root for every config (the package's bundle, where inference finds its weights); training's
+    models and runs go to ./models and ./eval of the folder the command runs in, wherever bundle_root is."""
+    from monai.bundle import ConfigParser
+
+    from iternet_monai.engines import default_bundle_root
+
+    roots = {}
+    for name in ("inference", "train", "evaluate"):
+        parser = ConfigParser()
+        parser.read_config(
+            [str(REPO / "bundles/iternet/configs/train.json")] * (name == "evaluate")
+            + [str(REPO / f"bundles/iternet/configs/{name}.json")]
+        )
+        roots[name] = parser.get_parsed_content("bundle_root")
+    assert set(roots.values()) == {default_bundle_root()}
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles/iternet/configs/train.json"))
+    parser.update({"bundle_root": "/elsewhere"})
+    assert (parser.get_parsed_content("ckpt_dir"), parser.get_parsed_content("output_dir")) == ("models", "eval")
 
 
 def test_a_bad_checkpoint_to_resume_fails_in_one_line_naming_it(tmp_path):
@@ -245,9 +267,9 @@ def test_progress_from_the_first_step_with_an_estimate_and_the_advice_for_hours(
     def attach_progress(trainer):
         TrainingProgress(interval_seconds=0, estimate_steps=3).attach(trainer)
 
-    with caplog.at_level(logging.INFO, logger="iternet_monai.engines.training"):
+    with caplog.at_level(logging.INFO, logger="iternet_monai"):
         synthetic_run(tmp_path / "fast", epochs=2, hook=attach_progress)
-    lines = [r.getMessage() for r in caplog.records if r.name == "iternet_monai.engines.training"]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("iternet_monai")]
     assert lines[0].startswith("training run run-") and "loading the images" in lines[2]
     assert any(line.startswith("training on cpu: 2 epochs x 4 steps, 8 steps to go") for line in lines)
     assert any(line.startswith("first step (2 patches of 16x16) done in") for line in lines)
@@ -255,8 +277,8 @@ def test_progress_from_the_first_step_with_an_estimate_and_the_advice_for_hours(
     assert any(line.startswith("epoch 1/2 step 3/4: loss ") and "training in" in line for line in lines)
     caplog.clear()
     clock = iter(range(0, 10**9, 1000))  # every reading of the clock is 1000 s later: a very slow device
-    monkeypatch.setattr(training.time, "monotonic", lambda: float(next(clock)))
-    with caplog.at_level(logging.INFO, logger="iternet_monai.engines.training"):
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
+    with caplog.at_level(logging.INFO, logger="iternet_monai"):
         synthetic_run(tmp_path / "slow", epochs=2, hook=attach_progress)
     estimate = [r.getMessage() for r in caplog.records if r.getMessage().startswith("speed on this cpu")]
     assert len(estimate) == 1 and "That is hours on a CPU: a GPU trains this schedule in minutes" in estimate[0]
@@ -282,39 +304,70 @@ def test_the_loss_is_read_without_a_warning():
         assert engine_loss([{"loss": loss}, {"loss": loss}]) == 6.0
 
 
+def steps_taking(monkeypatch, seconds: Callable[[int], float]) -> Callable[[Engine], None]:
+    """A clock on which each training step takes ``seconds(epoch)`` and everything else next to nothing (a
+    microsecond a reading: waits with a timeout need a clock that moves); returns the hook that attaches it to a
+    trainer."""
+    now = [0.0]
+
+    def monotonic() -> float:
+        now[0] += 1e-6
+        return now[0]
+
+    monkeypatch.setattr(time, "monotonic", monotonic)
+
+    def attach(trainer: Engine) -> None:
+        trainer.add_event_handler(
+            Events.ITERATION_STARTED, lambda e: now.__setitem__(0, now[0] + seconds(e.state.epoch))
+        )
+
+    return attach
+
+
 def test_a_time_budget_trains_the_most_epochs_that_fit_and_records_the_schedule(tmp_path, monkeypatch):
-    """Every reading of the clock is 1 s later, so each step "takes" about a second: a budget of 1 minute holds
-    about 15 of the 40 planned epochs of 4 steps; the stats file records what ran."""
+    """Steps of 1 s, epochs of 4 steps: a budget of 63 s holds 15 of the 40 planned epochs; the stats file records
+    what ran."""
     stats_file = tmp_path / "eval" / "train_stats.json"
-    progress = TrainingProgress(interval_seconds=10**6, estimate_steps=3, time_budget_minutes=1, stats_file=stats_file)
-    clock = iter(range(10**9))
-    monkeypatch.setattr(training.time, "monotonic", lambda: float(next(clock)))
-    _, _, batches = synthetic_run(tmp_path, epochs=40, hook=progress.attach)
+    clock = steps_taking(monkeypatch, lambda epoch: 1.0)
+
+    def attach(trainer):
+        clock(trainer)
+        TimeBudget(minutes=1.05).attach(trainer)
+        TrainingProgress(interval_seconds=10**6, time_budget_minutes=1.05, stats_file=stats_file).attach(trainer)
+
+    _, _, batches = synthetic_run(tmp_path, epochs=40, hook=attach)
     stats = json.loads(stats_file.read_text())
-    assert stats["planned_epochs"] == 40 and 5 <= stats["total_epochs"] < 40
-    assert stats["epoch"] == stats["total_epochs"] and len(batches) == STEPS * stats["total_epochs"]
-    assert stats["seconds"] <= 60 + 2 * STEPS * 5  # within the budget, give or take an epoch of clock readings
+    assert stats["planned_epochs"] == 40 and stats["total_epochs"] == stats["epoch"] == 63 // (STEPS * 1)
+    assert len(batches) == STEPS * 15 and stats["seconds"] == pytest.approx(60, abs=0.1)
+
+
+def test_the_time_budget_handler_alone_changes_the_schedule(tmp_path, monkeypatch):
+    """TrainingProgress reports a time budget but keeps the schedule: without TimeBudget all 40 epochs run."""
+    stats_file = tmp_path / "stats.json"
+    clock = steps_taking(monkeypatch, lambda epoch: 1.0)
+
+    def attach(trainer):
+        clock(trainer)
+        TrainingProgress(interval_seconds=10**6, time_budget_minutes=1, stats_file=stats_file).attach(trainer)
+
+    _, _, batches = synthetic_run(tmp_path, epochs=40, hook=attach)
+    stats = json.loads(stats_file.read_text())
+    assert stats["total_epochs"] == stats["planned_epochs"] == 40 and len(batches) == STEPS * 40
 
 
 def test_a_time_budget_plans_more_epochs_again_when_the_machine_is_faster_again(tmp_path, monkeypatch):
-    """A machine busy at the start (each clock reading 2 s later in the first epoch, then 0.2 s): the schedule cut
-    after the first epoch grows again once the steps are fast, instead of ending the run early."""
-    progress = TrainingProgress(interval_seconds=10**6, estimate_steps=3, time_budget_minutes=2)
-    now = [0.0]
-
-    def clock() -> float:
-        now[0] += 2.0 if not plans else 0.2
-        return now[0]
-
+    """A machine busy at the start (steps of 2 s in the first epoch, then 0.2 s): the schedule cut after the first
+    epoch (123 s hold 15 epochs of 8 s) grows again once the steps are fast, instead of ending the run early."""
+    clock = steps_taking(monkeypatch, lambda epoch: 2.0 if epoch == 1 else 0.2)
     plans: list[int] = []
 
     def attach(trainer):
-        progress.attach(trainer)
+        clock(trainer)
+        TimeBudget(minutes=2.05).attach(trainer)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: plans.append(e.state.max_epochs))
 
-    monkeypatch.setattr(training.time, "monotonic", clock)
     synthetic_run(tmp_path, epochs=40, hook=attach)
-    assert plans[0] < 20 and plans[-1] == 40 and len(plans) == 40  # all 40 epochs ran, not the first plan's
+    assert plans[0] == 15 and plans[-1] == 40 and len(plans) == 40  # all 40 epochs ran, not the first plan's
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
@@ -327,8 +380,6 @@ def test_the_last_epoch_of_a_schedule_cut_short_is_validated(tmp_path):
     from monai.data import DataLoader
     from monai.engines import SupervisedEvaluator
 
-    from iternet_monai.engines.training import TrainingValidation
-
     validated: list[int] = []
 
     def hook(trainer):
@@ -339,6 +390,46 @@ def test_the_last_epoch_of_a_schedule_cut_short_is_validated(tmp_path):
 
     synthetic_run(tmp_path, epochs=5, hook=hook)
     assert validated == [2, 4, 5]
+
+
+def test_validation_during_training_runs_the_validators_own_inferer(tmp_path):
+    """TrainingValidation runs the evaluator as it was made, its inferer included (none is swapped in)."""
+    from monai.data import DataLoader
+    from monai.engines import SupervisedEvaluator
+    from monai.inferers import SimpleInferer
+
+    images: list[tuple[int, ...]] = []
+
+    class CountingInferer(SimpleInferer):
+        def __call__(self, inputs, network, *args, **kwargs):
+            images.append(tuple(inputs.shape))
+            return super().__call__(inputs, network, *args, **kwargs)
+
+    inferer = CountingInferer()
+    items = [{"image": torch.rand(3, 16, 16), "label": torch.ones(1, 16, 16)} for _ in range(2)]
+    evaluator = SupervisedEvaluator(
+        torch.device("cpu"), DataLoader(items, batch_size=1), torch.nn.Identity(), inferer=inferer
+    )
+    synthetic_run(tmp_path, epochs=2, hook=TrainingValidation(evaluator, interval=1).attach)
+    assert evaluator.inferer is inferer and images == [(1, 3, 16, 16)] * 4  # 2 images, 2 validations
+
+
+@pytest.mark.parametrize(
+    ("mode", "device", "inferer", "overlap"),
+    [("auto", "cpu", "WholeImageInferer", None), ("auto", "cuda", "BatchedSlidingWindowInferer", 0.75),
+     ("sliding_window", "cpu", "BatchedSlidingWindowInferer", 0.75), ("whole_image", "cuda", "WholeImageInferer",
+     None)],
+)  # fmt: skip
+def test_the_validators_inferer_is_the_one_train_json_declares(mode, device, inferer, overlap):
+    """validate#evaluator runs validate#inferer, chosen by val_mode: whole image on a CPU, sliding window on CUDA."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles/iternet/configs/train.json"))
+    parser.update({"val_mode": mode, "device": device})
+    declared = parser.get_parsed_content("validate#inferer")
+    assert type(declared).__name__ == inferer and getattr(declared, "overlap", None) == overlap
+    assert parser.get("validate#evaluator#inferer").replace("::", "#") == "@validate#inferer"
 
 
 def test_patches_per_second_counts_the_patches_of_every_step(tmp_path):

@@ -1,5 +1,6 @@
-"""Engines and what runs them: checkpoints, the training run, batch inference and evaluation."""
+"""Engines and what runs them: checkpoints, the training run and its folders, batch inference and evaluation."""
 
+from iternet_monai.engines.checkpoint_savers import AtomicCheckpointSaver, AtomicDiskSaver
 from iternet_monai.engines.checkpoints import (
     BUNDLE_DIR,
     CheckpointError,
@@ -23,13 +24,9 @@ from iternet_monai.engines.evaluation import (
     run_evaluator,
 )
 from iternet_monai.engines.inference import load_pipeline, segment
+from iternet_monai.engines.run_folder import RunFolder
 from iternet_monai.engines.training import (
     STATS_FILE,
-    AtomicCheckpointSaver,
-    AtomicDiskSaver,
-    TrainingProgress,
-    TrainingRun,
-    TrainingValidation,
     default_num_workers,
     final_model_name,
     latest_stats,
@@ -37,6 +34,10 @@ from iternet_monai.engines.training import (
     other_metrics,
     seed_everything,
 )
+from iternet_monai.engines.training_run import TrainingRun
+
+# the training's handlers (iternet_monai.handlers), importable beside the run they serve
+from iternet_monai.handlers import TimeBudget, TrainingProgress, TrainingValidation
 
 __all__ = [
     "CheckpointError",
@@ -58,9 +59,11 @@ __all__ = [
     "final_model_name",
     "AtomicDiskSaver",
     "AtomicCheckpointSaver",
+    "RunFolder",
     "TrainingRun",
     "TrainingValidation",
     "TrainingProgress",
+    "TimeBudget",
     "STATS_FILE",
     "latest_stats",
     "segment",

@@ -1,5 +1,6 @@
 """Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics`, the evaluation's report, batch inference's
-weights loader, writers and progress bar, and the training's helpers."""
+weights loader, writers and progress bar, and the training's progress, time budget, validation and TensorBoard
+handlers."""
 
 from iternet_monai.handlers.biomarker_writer import BiomarkerWriter
 from iternet_monai.handlers.image_progress import ImageProgress
@@ -8,17 +9,18 @@ from iternet_monai.handlers.metric_handlers import (
     Betti0Error,
     ClDice,
     Connectivity,
-    LearningRateLogger,
     PixelAUC,
-    ValidationImages,
     VesselMetricHandler,
     VesselThresholdMetric,
-    engine_loss,
-    every_n_steps,
     protocol_handlers,
 )
 from iternet_monai.handlers.protocol_report import ProtocolReport, nan_reason
 from iternet_monai.handlers.report_files import summary_table
+from iternet_monai.handlers.run_log import StepTimer, engine_loss, every_n_steps
+from iternet_monai.handlers.tensorboard_handlers import LearningRateLogger, ValidationImages
+from iternet_monai.handlers.time_budget import TimeBudget
+from iternet_monai.handlers.training_progress import TrainingProgress
+from iternet_monai.handlers.training_validation import TrainingValidation
 from iternet_monai.handlers.vessel_map_writer import VesselMaps, VesselMapWriter, overlay, vessel_maps, writes_outputs
 from iternet_monai.handlers.weights_loader import WeightsLoader
 
@@ -46,4 +48,8 @@ __all__ = [
     "VesselMapWriter",
     "BiomarkerWriter",
     "ImageProgress",
+    "StepTimer",
+    "TimeBudget",
+    "TrainingProgress",
+    "TrainingValidation",
 ]

@@ -1,17 +1,12 @@
-"""Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics` (as ``monai.handlers.ROCAUC`` wraps its metric),
-learning-rate logging to TensorBoard and the loss of a trainer's output. Training progress, checkpoints and
-validation during training: :mod:`iternet_monai.engines.training`."""
+"""Ignite handlers: thin wrappers of :mod:`iternet_monai.metrics` (as ``monai.handlers.ROCAUC`` wraps its metric)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from monai.handlers import IgniteMetricHandler
-from torch.optim import Optimizer
-from torch.utils.tensorboard import SummaryWriter
 
 from iternet_monai.metrics import (
     Betti0ErrorMetric,
@@ -32,10 +27,6 @@ __all__ = [
     "Betti0Error",
     "CAL",
     "protocol_handlers",
-    "LearningRateLogger",
-    "ValidationImages",
-    "engine_loss",
-    "every_n_steps",
 ]
 
 
@@ -143,58 +134,3 @@ def protocol_handlers(
     :class:`~iternet_monai.handlers.ProtocolReport`, from the same definitions."""
     metrics = protocol_metrics(threshold, connectivity)
     return {name: VesselMetricHandler(metric, output_transform) for name, metric in metrics.items()}
-
-
-class LearningRateLogger:
-    """Writes the optimizer's learning rate to TensorBoard every epoch (MONAI logs it only through a scheduler)."""
-
-    def __init__(self, optimizer: Optimizer, summary_writer: SummaryWriter, tag: str = "learning_rate") -> None:
-        self.optimizer, self.writer, self.tag = optimizer, summary_writer, tag
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        self.writer.add_scalar(self.tag, self.optimizer.param_groups[0]["lr"], engine.state.epoch)
-        self.writer.flush()
-
-
-class ValidationImages:
-    """After every validation, the first validation image's photograph, label and predicted vessel probability in
-    TensorBoard, in the photograph's orientation (MONAI's arrays are (W, H)) and under tags that say what they are.
-    Ours: MONAI's ``TensorBoardImageHandler`` writes the arrays as stored, transposed, as ``input_0_CHW``, ...."""
-
-    def __init__(self, summary_writer: SummaryWriter, tag: str = "validation") -> None:
-        self.writer, self.tag = summary_writer, tag
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        if engine.state.iteration != 1:
-            return
-        batch, output = engine.state.batch, engine.state.output
-        item = batch[0] if isinstance(batch, list) else {k: v[0] for k, v in batch.items() if hasattr(v, "shape")}
-        pred = (output[0] if isinstance(output, list) else {"pred": output["pred"][0]})["pred"]
-        images = {"photograph": item["image"], "label": item.get("label"), "vessel_probability": pred}
-        for name, image in images.items():
-            if image is not None:
-                photo_orientation = torch.as_tensor(image).detach().float().cpu().transpose(-1, -2)
-                self.writer.add_image(f"{self.tag}/{name}", photo_orientation.clamp(0, 1), engine.state.epoch)
-        self.writer.flush()
-
-
-def every_n_steps(n: int) -> Callable[[Engine, int], bool]:
-    """An ``iteration_log`` event filter for MONAI's stats handlers: every ``n``-th step and the last of each epoch,
-    so that logging the loss (a GPU sync) does not hold up every step, and short runs still log."""
-
-    def log_now(engine: Engine, iteration: int) -> bool:
-        return iteration % n == 0 or iteration % engine.state.epoch_length == 0
-
-    return log_now
-
-
-def engine_loss(output: dict | list) -> float:
-    """The loss of a trainer's output, decollated (a list of dicts) or not, detached from the graph."""
-    loss = (output[0] if isinstance(output, list) else output)["loss"]
-    return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)

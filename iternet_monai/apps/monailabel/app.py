@@ -101,6 +101,10 @@ class VesselTrainTask(BundleTrainTask):
     def _update_overrides(self, overrides: dict) -> dict:
         """The fine-tuning schedule, the network shape of the weights and validation of the starting weights (so
         that ``model.pt`` is replaced only by a better model)."""
+        # the bundle's training writes to ./models and ./eval unless told: here, the bundle's own folders
+        overrides.update(
+            {"ckpt_dir": str(Path(self.bundle_path) / "models"), "output_dir": str(Path(self.bundle_path) / RUNS_DIR)}
+        )
         weights = Path(self.bundle_path) / "models" / "model.pt"
         if weights.is_file():
             try:
