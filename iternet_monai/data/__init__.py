@@ -15,8 +15,10 @@ from iternet_monai.data.maps import (
     PROBABILITY_SUFFIXES,
     EvaluationError,
     check_maps,
+    files_by_image,
     is_binary_map,
     match_maps,
+    pair_by_stem,
     read_probability_map,
 )
 
@@ -27,6 +29,8 @@ __all__ = [
     "is_binary_map",
     "match_maps",
     "check_maps",
+    "pair_by_stem",
+    "files_by_image",
     "BUILTIN_DATALISTS",
     "DatalistError",
     "builtin_datalist",
