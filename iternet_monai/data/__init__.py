@@ -7,10 +7,11 @@ from iternet_monai.data.datalist import (
     bundle_datalist,
     check_files,
     embedded_sample,
+    image_files,
     inference_items,
     load_datalist,
-    make_datalist,
 )
+from iternet_monai.data.make_datalist import make_datalist
 from iternet_monai.data.maps import (
     PROBABILITY_SUFFIXES,
     EvaluationError,
@@ -40,4 +41,5 @@ __all__ = [
     "make_datalist",
     "embedded_sample",
     "inference_items",
+    "image_files",
 ]
