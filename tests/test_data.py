@@ -18,7 +18,7 @@ from iternet_monai.data import (
     load_datalist,
     make_datalist,
 )
-from iternet_monai.transforms.fundus import FieldOfViewd, RandSaturationd, fundus_loading
+from iternet_monai.transforms import FieldOfViewd, RandSaturationd, fundus_loading
 
 STARE_LABELLED = [
     "im0001",
