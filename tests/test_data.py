@@ -476,3 +476,25 @@ def test_labels_and_masks_load_with_their_own_reader_and_log_nothing(drive, tmp_
     assert caplog.records == [], caplog.text
     assert torch.equal(torch.as_tensor(from_gif["label"]), torch.as_tensor(from_nifti["label"]))
     assert from_gif["mask"].shape == (1, 565, 584) and set(torch.unique(from_gif["mask"]).tolist()) == {0.0, 1.0}
+
+
+def test_one_stem_matcher_ranks_tiers_and_reports_ties():
+    """pair_by_stem: a file counts for the stems it claims; only the best tier of a stem's candidates counts (a tie
+    there is not broken by a worse tier), and a tie at the best rank leaves the stem unmatched with the tier's
+    candidates, best first."""
+    from iternet_monai.data import pair_by_stem
+
+    rank = {
+        "a_x.png": (1, 0), "a.png": (0, 5),
+        "b_x.png": (0, 1), "b_y.png": (0, 1),
+        "c_1.png": (0, 2), "c_2.png": (0, 1),
+        "e.png": (0, 1), "e.tif": (0, 1), "e_x.png": (1, 0),
+    }  # fmt: skip
+    files = [Path(name) for name in rank]
+    found, unmatched = pair_by_stem(["a", "b", "c", "d", "e"], files, lambda p: [p.name[0]], lambda p, s: rank[p.name])
+    assert {stem: path.name for stem, path in found.items()} == {"a": "a.png", "c": "c_2.png"}
+    assert {stem: [p.name for p in paths] for stem, paths in unmatched.items()} == {
+        "b": ["b_x.png", "b_y.png"],
+        "d": [],
+        "e": ["e.png", "e.tif"],
+    }
