@@ -42,7 +42,7 @@ __all__ = [
 GREY_WEIGHTS = (0.114, 0.587, 0.299)
 
 logger = logging.getLogger(__name__)
-# Names that moved to field_of_view.py and are still importable from here.
+# The field-of-view names, defined in field_of_view.py, that can also be imported from this module.
 FIELD_OF_VIEW_NAMES = ("FieldOfViewd", "derive_field_of_view")
 
 
