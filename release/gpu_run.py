@@ -170,13 +170,9 @@ def smoke_datalist(folder: Path) -> Path:
     from iternet_monai.data import builtin_datalist
 
     content = json.loads(Path(builtin_datalist("drive")).read_text())
-    smoke = {
-        "training": content["training"][:2],
-        "validation": content["training"][:2],
-        "testing": content["testing"][:2],
-    }
+    smoke = {"training": content["training"][:2], "validation": content["training"][:2]}
     path = folder / "drive_smoke.json"
-    path.write_text(json.dumps(smoke))
+    path.write_text(json.dumps({**smoke, "testing": content["testing"][:2]}))
     return path
 
 
@@ -238,34 +234,39 @@ def training_command(root: Path, drive: Path, datalist: Path, minutes: float, sm
     ] + (SMOKE_TRAINING if smoke else [])  # fmt: skip
 
 
-def main() -> int:
+class Record:
+    """``results.json`` and ``metrics.json`` as they stand, rewritten after every step (:meth:`save`)."""
+
+    def __init__(self, out: Path, results: dict, started: float) -> None:
+        self.out, self.results, self.metrics, self.started = out, results, {}, started
+
+    def save(self, **entries) -> None:
+        """Add ``entries`` to the results and write both files atomically."""
+        from iternet_monai.utils.files import atomic_write_json
+
+        self.results.update(entries, total_seconds=round(time.monotonic() - self.started, 1))
+        atomic_write_json(self.out / "metrics.json", self.metrics)
+        atomic_write_json(self.out / "results.json", self.results)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny network, 2+2 images, under 3 minutes")
     parser.add_argument("--train-minutes", type=float, default=5.0, help="training time budget (default 5)")
     parser.add_argument("--deadline-minutes", type=float, default=9.0, help="the whole job's limit (default 9)")
     parser.add_argument("--sw-batch-size", type=int, default=512, help="windows per forward pass (GPU)")
-    args = parser.parse_args()
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="gpu_run-"))
-    job = Job(deadline=60 * args.deadline_minutes)
-    started = time.monotonic()
-    python = sys.executable
+    return parser.parse_args()
+
+
+def describe(args: argparse.Namespace, job: Job, work: Path, drive: Path, datalist: Path) -> dict:
+    """The head of ``results.json``: the machine, the versions and the user's training command."""
     import torch
 
-    from iternet_monai.engines.training import latest_stats
-    from iternet_monai.inferers.inferer import PAPER_OVERLAP
-    from iternet_monai.utils.files import atomic_write_json
-
-    drive = drive_folder()
-    datalist = smoke_datalist(work) if args.smoke else Path("iternet_monai/data/datalists/drive.json")
-    metrics: dict[str, dict] = {}
-    results: dict = {
+    gpu = torch.cuda.is_available() and not args.smoke
+    return {
         "smoke": args.smoke,
-        "device": torch.cuda.get_device_name()
-        if torch.cuda.is_available() and not args.smoke
-        else f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
+        "device": torch.cuda.get_device_name() if gpu else f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
         "torch": torch.__version__,
         "python": platform.python_version(),
         "commands": {
@@ -277,52 +278,59 @@ def main() -> int:
         "failures": job.failures,
     }
 
-    def save(**entries) -> None:
-        """results.json and metrics.json as they stand: rewritten after every step."""
-        results.update(entries, total_seconds=round(time.monotonic() - started, 1))
-        atomic_write_json(out / "metrics.json", metrics)
-        atomic_write_json(out / "results.json", results)
 
-    save()
+def train_and_ship(job: Job, args: argparse.Namespace, record: Record, work: Path, drive: Path, datalist: Path) -> Path:
+    """Order the loaders, train, record the schedule and ship the weights; returns the shipped weights' path
+    (absent when training or shipping failed: the steps that need them then fail and say so)."""
+    from iternet_monai.engines.training import latest_stats
+
     loaders = loader_order(job, args, work, drive, datalist)
-    save(training_loader=loaders)
-    trained = train(job, args, work, out, drive, datalist, loaders["attempt_order"])
-    results["trained_by"] = None if trained is None else trained.name
+    record.save(training_loader=loaders)
+    trained = train(job, args, work, record.out, drive, datalist, loaders["attempt_order"])
+    record.results["trained_by"] = None if trained is None else trained.name
     if trained is not None:
-        save(schedule=job.call("train_stats", read_json, latest_stats(trained / "eval")))
-    shipped = job.call("ship_weights", ship_weights, trained / "models" / "model.pt", out) if trained else None
-    save(weights=shipped)
-    weights = out / "model_fp16.pt"
+        record.save(schedule=job.call("train_stats", read_json, latest_stats(trained / "eval")))
+    shipped = job.call("ship_weights", ship_weights, trained / "models" / "model.pt", record.out) if trained else None
+    record.save(weights=shipped)
+    return record.out / "model_fp16.pt"
+
+
+def infer_and_start_evaluations(
+    job: Job, args: argparse.Namespace, record: Record, work: Path, drive: Path, datalist: Path, weights: Path
+) -> list[tuple[str, object, subprocess.Popen]]:
+    """Segment the test images whole and by sliding window (the user's inference command), and start every
+    evaluation of their maps in the background, on the CPU cores while the GPU is timed; returns (name, log file,
+    process) of each."""
+    from iternet_monai.inferers.inferer import PAPER_OVERLAP
 
     stride3 = "0.75" if args.smoke else str(PAPER_OVERLAP)  # smoke: stride 32 on the CPU, the same steps
-    bundle = [python, "-m", "monai.bundle", "run"]
     evaluations = []
     for mode, overlap in (("whole_image", "0.0"), ("sliding_window", stride3)):
         maps = work / f"maps_{mode}"
         job.run(
             f"inference_{mode}",
             [
-                *bundle, "--config_file", "bundles/iternet/configs/inference.json", "--dataset_dir", str(drive),
-                "--datalist", str(datalist), "--ckpt_path", str(weights), "--mode", mode, "--sw_overlap", overlap,
-                "--sw_batch_size", str(args.sw_batch_size), "--nifti", "true", "--output_dir", str(maps),
+                sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundles/iternet/configs/inference.json",
+                "--dataset_dir", str(drive), "--datalist", str(datalist), "--ckpt_path", str(weights), "--mode", mode,
+                "--sw_overlap", overlap, "--sw_batch_size", str(args.sw_batch_size), "--nifti", "true",
+                "--output_dir", str(maps),
             ] + (["--device", "cpu"] if args.smoke else []),
             timeout=240,
         )  # fmt: skip
-        save()
+        record.save()
         variants = [variant for variant in VARIANTS if mode == "sliding_window" or "paper" not in variant]
         for variant in variants:
             name = f"{'stride3' if mode == 'sliding_window' else 'whole'}_{variant}"
             command = evaluate_command(datalist, drive, maps, work / f"eval_{name}", variant, "drive")
             output = open(work / f"eval_{name}.log", "w")  # a file, not a pipe nobody reads while speed runs
             evaluations.append((name, output, subprocess.Popen(command, cwd=REPO, stdout=output, stderr=output)))
-    speed = [
-        python, "benchmarks/speed.py", "--dataset-dir", str(drive), "--datalist", str(datalist),
-        "--ckpt", str(weights), "--images", "2" if args.smoke else "3", "--sw-batch-size", str(args.sw_batch_size),
-        "--output", str(out / "speed.json"),
-    ] + (["--max-windows", "8", "--features", "4"] if args.smoke else [])  # fmt: skip
-    job.run("speed", speed, timeout=240)
-    save(speed=read_json(out / "speed.json") if (out / "speed.json").is_file() else None)
-    for name, output, process in evaluations:  # they ran on the CPU cores while the GPU was timed; the table first
+    return evaluations
+
+
+def collect_evaluations(job: Job, record: Record, work: Path, evaluations: list) -> dict[str, dict]:
+    """Wait for the evaluations (at most until the deadline), record each one's metrics or its failure, and save
+    our table beside the paper's; returns our scores per evaluation."""
+    for name, output, process in evaluations:
         try:
             process.wait(timeout=max(1.0, job.seconds_left()))
         except subprocess.TimeoutExpired:
@@ -334,19 +342,49 @@ def main() -> int:
             tail = Path(output.name).read_text().splitlines()[-25:]
             job.failures.append({"step": f"evaluate_{name}", "returncode": process.returncode, "output_tail": tail})
             continue
-        metrics[name] = read_json(work / f"eval_{name}" / "metrics.json")
-    ours = {name: {k: content["pooled"].get(k) for k in SCORES} for name, content in metrics.items()}
-    save(dataset="drive", table={"paper": PAPER["drive"], **ours})
-    stitching_file = work / "stitching.json"  # the sliding window's cost besides the network, each stitching
-    overhead = [python, "benchmarks/stitching.py", "--output", str(stitching_file)]
+        record.metrics[name] = read_json(work / f"eval_{name}" / "metrics.json")
+    ours = {name: {k: content["pooled"].get(k) for k in SCORES} for name, content in record.metrics.items()}
+    record.save(dataset="drive", table={"paper": PAPER["drive"], **ours})
+    return ours
+
+
+def time_stitching(job: Job, args: argparse.Namespace, record: Record, work: Path, speed: list[str]) -> None:
+    """The sliding window's cost besides the network, each stitching, and stride 3 timed with MONAI's own loop,
+    plain and buffered, to compare with the batched stitching."""
+    stitching_file = work / "stitching.json"
+    overhead = [sys.executable, "benchmarks/stitching.py", "--output", str(stitching_file)]
     job.run("stitching", overhead + (["--size", "200", "200", "--repeats", "1"] if args.smoke else []), timeout=90)
-    save(stitching=read_json(stitching_file) if stitching_file.is_file() else None)
-    for name, extra in (("monai", []), ("monai_buffer_steps_4", ["--buffer-steps", "4"])):  # to compare with
+    record.save(stitching=read_json(stitching_file) if stitching_file.is_file() else None)
+    for name, extra in (("monai", []), ("monai_buffer_steps_4", ["--buffer-steps", "4"])):
         variant = work / f"speed_{name}.json"
         options = ["--modes", "stride3", "--no-training", "--stitching", "monai", *extra, "--output", str(variant)]
         job.run(f"speed_{name}", speed[: speed.index("--output")] + options, timeout=120, min_seconds=45)
-        save(**{f"speed_stride3_{name}": read_json(variant) if variant.is_file() else None})
-    log(f"done in {results['total_seconds']} s with {len(job.failures)} failure(s); files in {out}:")
+        record.save(**{f"speed_stride3_{name}": read_json(variant) if variant.is_file() else None})
+
+
+def main() -> int:
+    args = parse_args()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="gpu_run-"))
+    job = Job(deadline=60 * args.deadline_minutes)
+    started = time.monotonic()
+    drive = drive_folder()
+    datalist = smoke_datalist(work) if args.smoke else Path("iternet_monai/data/datalists/drive.json")
+    record = Record(out, describe(args, job, work, drive, datalist), started)
+    record.save()
+    weights = train_and_ship(job, args, record, work, drive, datalist)
+    evaluations = infer_and_start_evaluations(job, args, record, work, drive, datalist, weights)
+    speed = [
+        sys.executable, "benchmarks/speed.py", "--dataset-dir", str(drive), "--datalist", str(datalist),
+        "--ckpt", str(weights), "--images", "2" if args.smoke else "3", "--sw-batch-size", str(args.sw_batch_size),
+        "--output", str(out / "speed.json"),
+    ] + (["--max-windows", "8", "--features", "4"] if args.smoke else [])  # fmt: skip
+    job.run("speed", speed, timeout=240)
+    record.save(speed=read_json(out / "speed.json") if (out / "speed.json").is_file() else None)
+    ours = collect_evaluations(job, record, work, evaluations)  # they ran on the CPU cores while the GPU was timed
+    time_stitching(job, args, record, work, speed)
+    log(f"done in {record.results['total_seconds']} s with {len(job.failures)} failure(s); files in {out}:")
     for name, values in ours.items():
         log(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float)))
     return 1 if job.failures else 0

@@ -139,3 +139,33 @@ def test_an_output_that_cannot_be_a_folder_is_one_line(tmp_path, capsys):
         assert capsys.readouterr().err.strip().splitlines() == [
             f"iternet-monai: --output {output} cannot be made: {tmp_path / 'taken'} is a file"
         ]
+
+
+def test_files_are_paired_by_the_image_they_belong_to(tmp_path):
+    """measure's rule: a file belongs to its stem less a trailing _mask / _prob; with some ``*<prefer>`` files only
+    those count; of two files of one image the first by name is kept and the other named as skipped."""
+    from iternet_monai.data.maps import files_by_image
+
+    for name in (
+        "a_mask.png",
+        "a_prob.png",
+        "a_overlay.png",
+        "b_mask.gif",
+        "b_mask.png",
+        "c.v1_mask.tif",
+        ".d_mask.png",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    problems: list[str] = []
+    found = files_by_image(tmp_path, "_mask", problems)
+    assert {stem: path.name for stem, path in found.items()} == {
+        "a": "a_mask.png",
+        "b": "b_mask.gif",
+        "c.v1": "c.v1_mask.tif",
+    }
+    assert problems == [
+        f"{tmp_path / 'b_mask.png'}: another file in {tmp_path} has the same name stem (b_mask.gif); skipped"
+    ]
+    everything = files_by_image(tmp_path, "_photo", problems)  # no *_photo file: every file counts
+    assert sorted(everything) == ["a", "b", "c.v1"] and everything["a"].name == "a_mask.png"

@@ -1,15 +1,7 @@
 """Vessel biomarkers of a binary vessel map, photograph quality control and the measure API."""
 
-from iternet_monai.biomarkers.measure import (
-    TABLES,
-    ImageResult,
-    check_outputs,
-    figure_path,
-    measure_folders,
-    measure_image,
-    parse_rules,
-    write_results,
-)
+from iternet_monai.biomarkers.figures import figure_path, save_cohort_figure, save_vessel_figure
+from iternet_monai.biomarkers.measure import measure_folders, measure_image, parse_rules
 from iternet_monai.biomarkers.measures import (
     CENTRELINE_SIGMA,
     IMAGE_COLUMNS,
@@ -26,6 +18,7 @@ from iternet_monai.biomarkers.quality import (
     quality_flags,
     quality_measures,
 )
+from iternet_monai.biomarkers.tables import TABLES, ImageResult, check_outputs, write_results
 
 __all__ = [
     "CENTRELINE_SIGMA",
@@ -44,6 +37,8 @@ __all__ = [
     "ImageResult",
     "check_outputs",
     "figure_path",
+    "save_vessel_figure",
+    "save_cohort_figure",
     "measure_image",
     "write_results",
     "parse_rules",

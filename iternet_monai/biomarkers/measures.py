@@ -211,33 +211,52 @@ def measure_vessels(
         raise ValueError(f"mm_per_pixel must be positive, got {mm_per_pixel}")
     vessels = mask & fov
     radius = ndimage.distance_transform_edt(vessels)
-    graph = _skeleton(vessels, radius)
-    centreline = np.zeros(mask.shape, np.int32)
-    segments, branch_points, end_points = [], 0, 0
-    if graph is not None:
-        degrees = np.zeros(mask.shape, np.int32)
-        degrees[tuple(graph.coordinates.astype(int).T)] = graph.degrees[: len(graph.coordinates)]
-        clusters, branch_points = ndimage.label(degrees > 2, EIGHT_NEIGHBOURS)
-        end_points = int((degrees == 1).sum())
-        for index in range(graph.n_paths):
-            pixels = graph.path(index)
-            path_degrees = graph.degrees[pixels]
-            if (path_degrees > 2).all():  # two touching pixels of one branch point: not a vessel segment
-                continue
-            points = graph.coordinates[pixels].astype(int)
-            centreline[tuple(points.T)] = len(segments) + 1
-            segment = _segment(points, path_degrees[[0, -1]], vessels, radius)
-            if segment["kind"] == "branch-branch" and clusters[tuple(points[0])] == clusters[tuple(points[-1])]:
-                segment.update(kind="loop", tortuosity=float("nan"))  # arc / chord is meaningless for a loop
-            segments.append(segment)
-        _calibres(segments, centreline, vessels)
+    segments, centreline, branch_points, end_points = _trace_segments(_skeleton(vessels, radius), vessels, radius)
+    image = _image_row(vessels, fov, segments, branch_points, end_points)
+    return VesselMeasures(
+        _with_mm(image, IMAGE_COLUMNS, mm_per_pixel),
+        [_with_mm(s, SEGMENT_COLUMNS, mm_per_pixel) for s in segments],
+        centreline,
+    )
+
+
+def _trace_segments(graph, vessels: np.ndarray, radius: np.ndarray) -> tuple[list[dict], np.ndarray, int, int]:
+    """The segments of the centreline graph (one row each, numbered, with their calibre), the centreline label
+    image, and the numbers of branch points and end points."""
+    centreline = np.zeros(vessels.shape, np.int32)
+    segments: list[dict] = []
+    if graph is None:
+        return segments, centreline, 0, 0
+    degrees = np.zeros(vessels.shape, np.int32)
+    degrees[tuple(graph.coordinates.astype(int).T)] = graph.degrees[: len(graph.coordinates)]
+    clusters, branch_points = ndimage.label(degrees > 2, EIGHT_NEIGHBOURS)
+    for index in range(graph.n_paths):
+        pixels = graph.path(index)
+        path_degrees = graph.degrees[pixels]
+        if (path_degrees > 2).all():  # two touching pixels of one branch point: not a vessel segment
+            continue
+        points = graph.coordinates[pixels].astype(int)
+        centreline[tuple(points.T)] = len(segments) + 1
+        segment = _segment(points, path_degrees[[0, -1]], vessels, radius)
+        if segment["kind"] == "branch-branch" and clusters[tuple(points[0])] == clusters[tuple(points[-1])]:
+            segment.update(kind="loop", tortuosity=float("nan"))  # arc / chord is meaningless for a loop
+        segments.append(segment)
+    _calibres(segments, centreline, vessels)
+    return segments, centreline, int(branch_points), int((degrees == 1).sum())
+
+
+def _image_row(
+    vessels: np.ndarray, fov: np.ndarray, segments: Sequence[dict], branch_points: int, end_points: int
+) -> dict:
+    """The image's row of :data:`IMAGE_COLUMNS` in pixels: areas, lengths, fractal dimension, graph counts and the
+    segments' summaries."""
     lengths = np.array([s["length_px"] for s in segments])
     fov_area = int(fov.sum())
     total_length = float(lengths.sum())
     dimension, r2, smallest, largest = box_counting_dimension(vessels)
     tortuosity = _summary(np.array([s["tortuosity"] for s in segments]), lengths)
     calibre = _summary(np.array([s["calibre_px"] for s in segments]), lengths)
-    image = {
+    return {
         "fov_area_px2": fov_area,
         "vessel_area_px2": int(vessels.sum()),
         "vessel_area_density": float(vessels.sum() / fov_area) if fov_area else float("nan"),
@@ -247,7 +266,7 @@ def measure_vessels(
         "fractal_r2": r2,
         "fractal_min_box_px": smallest,
         "fractal_max_box_px": largest,
-        "branch_points": int(branch_points),
+        "branch_points": branch_points,
         "end_points": end_points,
         "segments": len(segments),
         "components": int(ndimage.label(vessels, EIGHT_NEIGHBOURS)[1]),
@@ -260,11 +279,6 @@ def measure_vessels(
         "calibre_mean_px": calibre[1],
         "calibre_weighted_px": calibre[2],
     }
-    return VesselMeasures(
-        _with_mm(image, IMAGE_COLUMNS, mm_per_pixel),
-        [_with_mm(s, SEGMENT_COLUMNS, mm_per_pixel) for s in segments],
-        centreline,
-    )
 
 
 def _distance_to_border(vessels: np.ndarray, start: np.ndarray, direction: np.ndarray, radius: float) -> float:

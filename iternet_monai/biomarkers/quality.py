@@ -108,8 +108,8 @@ QUALITY_COLUMNS: dict[str, tuple[str, str, str, str]] = {
 
 def photograph_fov(photo: np.ndarray) -> np.ndarray:
     """The field of view of an (H, W, 3) photograph (uint8, or float in [0, 1]) by the project's one derivation,
-    :class:`iternet_monai.transforms.fundus.FieldOfViewd`; (H, W) bool."""
-    from iternet_monai.transforms.fundus import FieldOfViewd
+    :class:`iternet_monai.transforms.field_of_view.FieldOfViewd`; (H, W) bool."""
+    from iternet_monai.transforms.field_of_view import FieldOfViewd
 
     image = np.asarray(photo, np.float32)
     if np.asarray(photo).dtype == np.uint8:

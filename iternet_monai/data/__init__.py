@@ -8,17 +8,20 @@ from iternet_monai.data.datalist import (
     bundle_datalist,
     check_files,
     embedded_sample,
+    image_files,
     inference_items,
     load_datalist,
-    make_datalist,
 )
 from iternet_monai.data.inference_inputs import InferenceInputs, output_paths
+from iternet_monai.data.make_datalist import make_datalist
 from iternet_monai.data.maps import (
     PROBABILITY_SUFFIXES,
     EvaluationError,
     check_maps,
+    files_by_image,
     is_binary_map,
     match_maps,
+    pair_by_stem,
     read_probability_map,
 )
 
@@ -29,6 +32,8 @@ __all__ = [
     "is_binary_map",
     "match_maps",
     "check_maps",
+    "pair_by_stem",
+    "files_by_image",
     "BUILTIN_DATALISTS",
     "DatalistError",
     "builtin_datalist",
@@ -40,4 +45,5 @@ __all__ = [
     "inference_items",
     "output_paths",
     "InferenceInputs",
+    "image_files",
 ]

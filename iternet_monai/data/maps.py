@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from iternet_monai.utils.errors import InputError
-from iternet_monai.utils.files import file_stem, output_source
+from iternet_monai.utils.files import KNOWN_SUFFIXES, file_stem, output_source
 
 __all__ = [
     "PROBABILITY_SUFFIXES",
@@ -19,6 +19,8 @@ __all__ = [
     "is_binary_map",
     "match_maps",
     "check_maps",
+    "pair_by_stem",
+    "files_by_image",
 ]
 
 PROBABILITY_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
@@ -80,34 +82,107 @@ def is_binary_map(array: np.ndarray) -> bool:
 ROLE_OF_OUTPUT = {None: 0, "probability": 0, "mask": 1, "overlay": 3}
 
 
-def _rank(path: Path, stem: str) -> tuple[int, int]:
-    """Which of an image's candidate maps to read: its own name or ``_prob`` first, then ``_mask`` (binary), then
-    other names, ``_overlay`` (a colour picture) last; among equals the most precise format."""
+def pair_by_stem(
+    stems: Iterable[str],
+    files: Sequence[Path],
+    claims: Callable[[Path], Iterable[str]],
+    rank: Callable[[Path, str], tuple],
+) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """Pair each of ``stems`` with its file among ``files``: the one matcher of evaluation and measurement.
+
+    A file is a candidate for the stems it ``claims`` (e.g. its :func:`~iternet_monai.utils.files.file_stem`).
+    ``rank(file, stem)`` orders a stem's candidates, lowest first; its first element is a tier: only the candidates
+    of the best tier count (a file named exactly after the image hides ``<stem>_*`` files). The best candidate is
+    the stem's file unless another ties with it.
+
+    Args:
+        stems: the names to find files for.
+        files: the files to pick from, in the order that ties keep.
+        claims: the stems a file may belong to.
+        rank: how good a file is for a stem, ``(tier, ...)``.
+
+    Returns:
+        ``{stem: file}`` for the uniquely matched stems, and ``{stem: candidates}`` for the others (best first; empty
+        when no file claims the stem).
+    """
+    index: dict[str, list[Path]] = {}
+    for path in files:
+        for stem in dict.fromkeys(claims(path)):
+            index.setdefault(stem, []).append(path)
+    found, unmatched = {}, {}
+    for stem in dict.fromkeys(stems):
+        candidates = sorted(index.get(stem, []), key=lambda p: rank(p, stem))
+        candidates = [p for p in candidates if rank(p, stem)[0] == rank(candidates[0], stem)[0]]
+        if len(candidates) == 1 or (len(candidates) > 1 and rank(candidates[0], stem) != rank(candidates[1], stem)):
+            found[stem] = candidates[0]
+        else:
+            unmatched[stem] = candidates
+    return found, unmatched
+
+
+def _map_claims(path: Path) -> list[str]:
+    """The image stems a map may belong to: its own stem and every part before an underscore (``a_b_prob`` may be
+    ``a_b``'s or ``a``'s)."""
+    stem = file_stem(path)
+    return [stem] + [stem[:i] for i, character in enumerate(stem) if character == "_"]
+
+
+def _rank(path: Path, stem: str) -> tuple[int, int, int]:
+    """Which of an image's candidate maps to read: a map of exactly its name before ``<stem>_*`` ones; then its own
+    name or ``_prob`` first, then ``_mask`` (binary), then other names, ``_overlay`` (a colour picture) last; among
+    equals the most precise format."""
     source, kind = output_source(path)
     role = ROLE_OF_OUTPUT[kind] if source == stem else 2
     suffix = next(s for s in FORMAT_PREFERENCE if path.name.lower().endswith(s))
-    return role, FORMAT_PREFERENCE.index(suffix)
+    return int(file_stem(path) != stem), role, FORMAT_PREFERENCE.index(suffix)
 
 
 def _match(items: Sequence[dict], folder: Path) -> tuple[dict[str, Path], list[str]]:
     maps = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().endswith(PROBABILITY_SUFFIXES)]
+    stems = {item["image"]: file_stem(item["image"]) for item in items}
+    matched, unmatched = pair_by_stem(stems.values(), maps, _map_claims, _rank)
     found, problems = {}, []
-    for item in items:
-        stem = file_stem(item["image"])
-        exact = [p for p in maps if file_stem(p) == stem]
-        candidates = sorted(
-            exact or [p for p in maps if file_stem(p).startswith(stem + "_")], key=lambda p: _rank(p, stem)
-        )
-        if len(candidates) == 1 or (len(candidates) > 1 and _rank(candidates[0], stem) != _rank(candidates[1], stem)):
-            found[item["image"]] = candidates[0]
+    for image, stem in stems.items():
+        if stem in matched:
+            found[image] = matched[stem]
+        elif unmatched[stem]:
+            problems.append(f"{image}: several maps ({', '.join(p.name for p in unmatched[stem])}) in {folder}")
         else:
-            if candidates:
-                problems.append(f"{item['image']}: several maps ({', '.join(p.name for p in candidates)}) in {folder}")
-            else:
-                suffixes = ", ".join(s.lstrip(".") for s in PROBABILITY_SUFFIXES)
-                looked = f"{stem}.<ext> or {stem}_<anything>.<ext>, <ext> one of {suffixes}"
-                problems.append(f"{item['image']}: no map in {folder} (looked for {looked})")
+            suffixes = ", ".join(s.lstrip(".") for s in PROBABILITY_SUFFIXES)
+            looked = f"{stem}.<ext> or {stem}_<anything>.<ext>, <ext> one of {suffixes}"
+            problems.append(f"{image}: no map in {folder} (looked for {looked})")
     return found, problems
+
+
+def files_by_image(folder: str | Path, prefer: str, problems: list[str]) -> dict[str, Path]:
+    """Measurement's pairing: the files of ``folder`` by the image they belong to
+    (:func:`~iternet_monai.utils.files.output_source`, so ``01_test_mask.gif`` is ``01_test``'s); only
+    ``*<prefer>.<ext>`` files when the folder has any (an inference output folder holds ``_mask``, ``_prob`` and
+    ``_overlay`` files side by side). Of two files of one image the first by name is kept and the other added to
+    ``problems``.
+
+    Args:
+        folder: the folder to read.
+        prefer: the name ending (``_mask``, ``_prob``) that, when some files have it, leaves the others out.
+        problems: where a line per skipped file is added.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    files = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(KNOWN_SUFFIXES)
+    ]
+    files = [p for p in files if file_stem(p).endswith(prefer)] or files
+    stems = [output_source(p)[0] for p in files]
+    found, several = pair_by_stem(stems, files, lambda p: [output_source(p)[0]], lambda p, stem: (0,))
+    for stem, (kept, *skipped) in several.items():
+        found[stem] = kept
+        problems += [
+            f"{path}: another file in {folder} has the same name stem ({kept.name}); skipped" for path in skipped
+        ]
+    return {stem: found[stem] for stem in dict.fromkeys(stems)}
 
 
 def _map_problem(item: dict, path: Path) -> tuple[bool, str | None]:

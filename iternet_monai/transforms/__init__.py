@@ -1,15 +1,14 @@
 """Fundus-specific transforms: loading, field of view, label values, augmentation."""
 
+from iternet_monai.transforms.field_of_view import FieldOfViewd, derive_field_of_view
 from iternet_monai.transforms.fundus import (
     CheckFundusd,
     DropSingletonDepthd,
-    FieldOfViewd,
     GroundTruthRoundTripd,
     LabelValuesd,
     LoadFundusd,
     LoadLabelsd,
     RandSaturationd,
-    derive_field_of_view,
     fundus_loading,
     label_values,
     source_name,
