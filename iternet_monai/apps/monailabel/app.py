@@ -21,6 +21,7 @@ do by itself, because MONAI Label gives a bundle no hook there:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ from typing import Any
 
 import torch
 from fastapi import HTTPException
+from monai.bundle import ConfigParser
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
@@ -101,20 +103,24 @@ class VesselInferTask(BundleInferTask):
         chosen = os.path.join(os.path.dirname(self.path[0]), name) if isinstance(name, str) and name else ""
         return chosen if os.path.exists(chosen) else self.get_path()
 
+    def _network_options(self) -> dict[str, Any]:
+        """The arguments of the bundle's ``network_def`` but its weights, resolved on a copy of the config (MONAI
+        Label's parser holds the network built at start under that id)."""
+        parser = ConfigParser(copy.deepcopy(self.bundle_config.get()))
+        options = parser.get_parsed_content(self.const.key_network_def(), instantiate=False).get_config()
+        return {k: v for k, v in options.items() if k not in ("_target_", "weights")}
+
     def _get_network(self, device, data):
         path = self._weights_path(data)
-        if path:
+        if path and self.network is not None:  # PyTorch weights (without a network it is TorchScript's model.ts)
             stat = os.stat(path)
             served = (path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
             if served != self._served:
-                options = self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=False)
-                options = {k: v for k, v in options.items() if k not in ("_target_", "weights")}
                 try:
-                    self.network = iternet_for_weights(path, **options)
+                    self.network = iternet_for_weights(path, **self._network_options())
                 except (CheckpointError, WeightsShapeError) as error:
-                    raise HTTPException(
-                        status_code=503, detail=f"the model's weights cannot be used: {error}"
-                    ) from None
+                    detail = f"the model's weights cannot be used: {error}; copy IterNet weights (a model.pt) there"
+                    raise HTTPException(status_code=503, detail=detail) from None
                 self.clear_cache()
                 self._served = served
         return super()._get_network(device, data)
