@@ -228,11 +228,13 @@ class IterNetApp(MONAILabelApp):
         return {"random": Random(), "first": First()}
 
     def on_init_complete(self) -> None:
-        """When MONAI Label's server starts this app: serve inference in a worker thread (module docstring)."""
+        """When MONAI Label's server starts this app (its FastAPI app is loaded; a training process loads none):
+        serve inference in a worker thread, so that the server answers other requests meanwhile."""
         super().on_init_complete()
         server = sys.modules.get("monailabel.app")
-        if server is not None and not serve_inference_in_threads(server.app):
-            logger.warning("MONAI Label's /infer/{model} route was not found: an inference holds every other request")
+        if server is not None:
+            serve_inference_in_threads(server.app)
+            logger.info("inference runs in a worker thread: the server answers other requests meanwhile")
 
     def infer(self, request: dict, datastore=None) -> dict:
         image = request.get("image")

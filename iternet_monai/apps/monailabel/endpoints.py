@@ -2,7 +2,9 @@
 (``/info/``, the datastore, training status, Slicer's refresh) while an inference runs.
 
 MONAI Label 0.8.5's route is an ``async def`` that calls the inference synchronously, on the event loop: one
-inference of a large photograph (a minute on a CPU) holds every request until it ends.
+inference of a large photograph (minutes on a CPU) holds every request until it ends: ``/info/`` asked 3 s into a
+2000x2000 inference with the shipped weights answered after 109 s, when the inference ended; with this endpoint it
+answered in 0.04 s, the inference taking as long (docs/monailabel.md).
 :func:`serve_inference_in_threads` puts a route before it, when the server starts, whose endpoint runs MONAI Label's
 own ``run_inference`` (same parameters, same responses, same errors) in Starlette's thread pool.
 
@@ -18,7 +20,6 @@ MONAI Label's network cache is not made for concurrent reloads.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Annotated, Any
 
@@ -29,9 +30,7 @@ from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.user.auth import RBAC, User
 from starlette.concurrency import run_in_threadpool
 
-__all__ = ["INFER_PATH", "serve_inference_in_threads"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["INFER_PATH", "api_run_inference", "serve_inference_in_threads"]
 
 # The route MONAI Label's inference endpoint (monailabel/endpoints/infer.py) is served at.
 INFER_PATH = f"{settings.MONAI_LABEL_API_STR}/infer/{{model}}"
