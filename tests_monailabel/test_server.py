@@ -1,6 +1,7 @@
 """Integration test against a real MONAI Label 0.8.5 server (``tox -e monailabel``): the app of ``label-app`` with
 the bundle, and 3D Slicer's requests replayed over REST: next sample, inference, a label saved as Slicer writes it
-(NIfTI), training with Slicer's exact request body, inference with the new weights; bad requests; nothing lost."""
+(NIfTI), training with Slicer's exact request body, inference with the new weights; bad requests; nothing lost;
+weights copied in while the server runs; other requests answered during an inference."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -205,3 +207,77 @@ def test_bad_requests_get_4xx_naming_the_input_and_the_server_keeps_serving(serv
 
     assert process.poll() is None
     assert requests.get(f"{url}/info/", timeout=30).status_code == 200
+
+
+def constant_weights(features: int, vessel: bool) -> dict[str, torch.Tensor]:
+    """IterNet weights of width ``features`` whose output is the same everywhere: the final head's weights are
+    zero and its bias +-10, so every pixel is vessel (``vessel``) or background, whatever the photograph."""
+    state = IterNet(features=features).state_dict()
+    head = max(k.split(".")[1] for k in state if k.startswith("iterations."))
+    state[f"iterations.{head}.head.weight"].zero_()
+    state[f"iterations.{head}.head.bias"].fill_(10.0 if vessel else -10.0)
+    return state
+
+
+def infer_label(url: str, image: str) -> requests.Response:
+    return requests.post(f"{url}/infer/iternet?image={image}&output=image", timeout=300)
+
+
+def test_weights_copied_in_while_serving_are_used_whatever_their_shape_and_unusable_ones_are_named(server, tmp_path):
+    url, bundle, _, process, _ = server
+    weights = bundle / "models" / "model.pt"
+    original = weights.read_bytes()
+    try:
+        assert infer_label(url, IMAGES[0]).status_code == 200  # the network of the weights at start is cached
+        for features, vessel in ((8, True), (16, False)):
+            torch.save(constant_weights(features, vessel), tmp_path / "new.pt")
+            shutil.copyfile(tmp_path / "new.pt", weights)  # as a user copies a file in: in place, not renamed
+            response = infer_label(url, IMAGES[0])
+            assert response.status_code == 200, (features, response.text[:2000])
+            label = np.asarray(Image.open(io.BytesIO(response.content)))
+            assert label.shape == (584, 565) and np.all(label == int(vessel)), (features, np.unique(label))
+
+        unusable = {
+            "not a readable PyTorch checkpoint": b"these are not weights",
+            "not IterNet weights": torch.nn.Conv2d(3, 1, 3).state_dict(),
+        }
+        for reason, content in unusable.items():
+            if isinstance(content, bytes):
+                weights.write_bytes(content)
+            else:
+                torch.save(content, weights)
+            response = infer_label(url, IMAGES[0])
+            assert 400 <= response.status_code < 600, response.status_code
+            detail = response.json()["detail"]
+            assert str(weights) in detail and reason in detail, detail
+            assert requests.get(f"{url}/info/", timeout=30).status_code == 200
+
+        weights.write_bytes(original)  # a good file copied back is served again, without a restart
+        response = infer_label(url, IMAGES[0])
+        assert response.status_code == 200, response.text[:2000]
+        assert process.poll() is None
+    finally:
+        weights.write_bytes(original)
+
+
+def test_info_answers_while_a_slow_inference_runs(server, tmp_path):
+    url, _, data, _, _ = server
+    # A photograph within the pixel limit that takes seconds on a CPU even with the test's small network.
+    photo = Image.open(data / "training" / "images" / f"{IMAGES[0]}.tif").convert("RGB").resize((1600, 1600))
+    upload = png(np.asarray(photo))
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        inference = pool.submit(
+            requests.post, f"{url}/infer/iternet?output=image", files={"file": ("big.png", upload)}, timeout=600
+        )
+        time.sleep(2.0)  # the upload is in and the inference under way
+        finished_early = inference.done()
+        asked = time.monotonic()
+        info = requests.get(f"{url}/info/", timeout=600)
+        answered = time.monotonic() - asked
+        response = inference.result()
+    took = time.monotonic() - started
+    assert not finished_early, f"the inference took only {took:.1f} s; the test needs a slower one"
+    assert info.status_code == 200 and response.status_code == 200, response.text[:2000]
+    assert answered < 2.0, f"/info/ took {answered:.1f} s while a {took:.1f} s inference ran"
+    assert Image.open(io.BytesIO(response.content)).size == (1600, 1600)

@@ -8,6 +8,10 @@ do by itself, because MONAI Label gives a bundle no hook there:
   arrives (unknown image 404, not an image 415, another size than its image 422) instead of breaking every later
   training;
 - the label map's values are named (``vessel`` = 1) while the bundle's output has one channel;
+- inference follows the shape of the weights in ``models/``: weights of another width copied in while the server
+  runs are served at the next request, and weights that cannot be used at all get 503 naming the file and why (the
+  server goes on, and a good file copied back is used again);
+- the server answers other requests while an inference runs (:mod:`iternet_monai.apps.monailabel.endpoints`);
 - one Train press runs one training (3D Slicer sends ``run_id: ""``, which would run ``train.json`` twice);
 - training follows the shape of the weights it fine-tunes, skips bad labels with a warning naming each, validates
   the starting weights first so ``model.pt`` is replaced only by a better model on the same validation images (the
@@ -17,15 +21,18 @@ do by itself, because MONAI Label gives a bundle no hook there:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from fastapi import HTTPException
+from monai.bundle import ConfigParser
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
@@ -35,9 +42,11 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from iternet_monai import __version__
+from iternet_monai.apps.monailabel.endpoints import serve_inference_in_threads
 from iternet_monai.data import check_files
-from iternet_monai.engines.checkpoints import CheckpointError, read_weights, weights_shape
+from iternet_monai.engines.checkpoints import CheckpointError, iternet_for_weights, read_weights, weights_shape
 from iternet_monai.engines.training import latest_stats
+from iternet_monai.networks.iternet import WeightsShapeError
 
 __all__ = ["BUNDLE_NAME", "LABELS", "VesselDatastore", "VesselInferTask", "VesselTrainTask", "IterNetApp"]
 
@@ -71,11 +80,50 @@ class VesselDatastore(LocalDatastore):
 
 
 class VesselInferTask(BundleInferTask):
-    """MONAI Label's bundle inference on the bundle's ``inference.json``, with the label map's values named."""
+    """MONAI Label's bundle inference on the bundle's ``inference.json``, with the label map's values named and the
+    network following the weights file.
+
+    MONAI Label builds the network once, at start, and loads the weights file into a copy of it whenever the file's
+    modification time changes: weights of another width then fail every inference (HTTP 500, the reason only in the
+    log) until a restart, and with MONAI Label's non-strict loading, weights of another network would serve an
+    untrained one. Here, whenever the file changes, the network is rebuilt for the new weights
+    (:func:`~iternet_monai.engines.checkpoints.iternet_for_weights`), and a file that is no IterNet's weights is
+    refused with 503 naming it and why; the next request looks at the file again."""
 
     def __init__(self, path: str, conf: dict[str, str]) -> None:
         super().__init__(path, conf)
         self.labels = dict(LABELS)
+        self._served: tuple | None = None  # (path, mtime, size, inode) of the weights self.network was built for
+
+    def _weights_path(self, data: dict | None) -> str | None:
+        """The weights file MONAI Label loads for ``data``: the one the request names (``model_filename``, one of
+        the bundle's ``models/*.pt``) when it exists, else ``models/model.pt``."""
+        name = (data or {}).get("model_filename") if self._config.get("model_filename") else None
+        name = name[0] if isinstance(name, (list, tuple)) and name else name
+        chosen = os.path.join(os.path.dirname(self.path[0]), name) if isinstance(name, str) and name else ""
+        return chosen if os.path.exists(chosen) else self.get_path()
+
+    def _network_options(self) -> dict[str, Any]:
+        """The arguments of the bundle's ``network_def`` but its weights, resolved on a copy of the config (MONAI
+        Label's parser holds the network built at start under that id)."""
+        parser = ConfigParser(copy.deepcopy(self.bundle_config.get()))
+        options = parser.get_parsed_content(self.const.key_network_def(), instantiate=False).get_config()
+        return {k: v for k, v in options.items() if k not in ("_target_", "weights")}
+
+    def _get_network(self, device, data):
+        path = self._weights_path(data)
+        if path and self.network is not None:  # PyTorch weights (without a network it is TorchScript's model.ts)
+            stat = os.stat(path)
+            served = (path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if served != self._served:
+                try:
+                    self.network = iternet_for_weights(path, **self._network_options())
+                except (CheckpointError, WeightsShapeError) as error:
+                    detail = f"the model's weights cannot be used: {error}; copy IterNet weights (a model.pt) there"
+                    raise HTTPException(status_code=503, detail=detail) from None
+                self.clear_cache()
+                self._served = served
+        return super()._get_network(device, data)
 
 
 class VesselTrainTask(BundleTrainTask):
@@ -182,6 +230,15 @@ class IterNetApp(MONAILabelApp):
 
     def init_strategies(self) -> dict:
         return {"random": Random(), "first": First()}
+
+    def on_init_complete(self) -> None:
+        """When MONAI Label's server starts this app (its FastAPI app is loaded; a training process loads none):
+        serve inference in a worker thread, so that the server answers other requests meanwhile."""
+        super().on_init_complete()
+        server = sys.modules.get("monailabel.app")
+        if server is not None:
+            serve_inference_in_threads(server.app)
+            logger.info("inference runs in a worker thread: the server answers other requests meanwhile")
 
     def infer(self, request: dict, datastore=None) -> dict:
         image = request.get("image")
