@@ -29,7 +29,7 @@ from iternet_monai.inferers.inferer import PAPER_OVERLAP, STITCHINGS, sliding_wi
 from iternet_monai.losses.iternet_loss import IterNetLoss
 from iternet_monai.metrics import pixel_auc
 from iternet_monai.networks import IterNet
-from iternet_monai.transforms.fundus import FieldOfViewd, fundus_loading
+from iternet_monai.transforms import FieldOfViewd, fundus_loading
 from iternet_monai.utils.files import atomic_write_json
 
 MODES = {

@@ -450,7 +450,7 @@ def pixel_totals(items, size):
     """(FoV pixels, round-trip ground-truth positives inside the FoV, all of them) over a datalist's items."""
     from monai.transforms import Compose
 
-    from iternet_monai.transforms.fundus import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
+    from iternet_monai.transforms import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
 
     load, round_trip = Compose(fundus_loading() + [FieldOfViewd("mask")]), GroundTruthRoundTripd("label", size)
     fov_total = inside = everywhere = 0
@@ -487,7 +487,7 @@ def derived_fov_errors(pairs):
     """Per image: (pixels where the derived FoV and the reference mask differ, all pixels, derived components)."""
     from scipy import ndimage
 
-    from iternet_monai.transforms.fundus import derive_field_of_view
+    from iternet_monai.transforms import derive_field_of_view
 
     rows = []
     for image, mask in pairs:
@@ -592,7 +592,7 @@ def test_derived_fov_follows_the_edge_whatever_the_surround(surround, halo):
     the retina stays outside: the FoV ends where the brightness falls."""
     from scipy import ndimage
 
-    from iternet_monai.transforms.fundus import derive_field_of_view
+    from iternet_monai.transforms import derive_field_of_view
 
     for seed in range(2):
         photo, disc = third_camera_photo(surround, halo, seed)
@@ -605,7 +605,7 @@ def test_derived_fov_follows_the_edge_whatever_the_surround(surround, halo):
 def test_a_crop_inside_the_fundus_is_all_field_of_view(drive):
     """Corners as bright as the centre are no surround: a 300x300 crop from the middle of each DRIVE test
     photograph, optic disc and vessels included, is its own FoV."""
-    from iternet_monai.transforms.fundus import derive_field_of_view
+    from iternet_monai.transforms import derive_field_of_view
 
     for image in sorted((drive / "test" / "images").glob("*.tif")):
         photo = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
@@ -616,7 +616,7 @@ def test_a_crop_inside_the_fundus_is_all_field_of_view(drive):
 def test_derived_fov_on_dark_noisy_uneven_backgrounds():
     from scipy import ndimage
 
-    from iternet_monai.transforms.fundus import FieldOfViewd
+    from iternet_monai.transforms import FieldOfViewd
 
     for seed in range(12):
         photo, disc = dark_fundus_photo(seed)

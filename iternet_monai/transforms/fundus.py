@@ -42,21 +42,9 @@ __all__ = [
 GREY_WEIGHTS = (0.114, 0.587, 0.299)
 
 logger = logging.getLogger(__name__)
+
+
 # The field-of-view names, defined in field_of_view.py, that can also be imported from this module.
-FIELD_OF_VIEW_NAMES = ("FieldOfViewd", "derive_field_of_view")
-
-
-def __getattr__(name: str) -> object:
-    """``from iternet_monai.transforms.fundus import FieldOfViewd`` keeps working: the field-of-view names are
-    looked up in :mod:`.field_of_view` on first use (an import at the top would be circular: it uses
-    :func:`source_name`)."""
-    if name in FIELD_OF_VIEW_NAMES:
-        from iternet_monai.transforms import field_of_view
-
-        return getattr(field_of_view, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def to_rgb(image: Image.Image) -> Image.Image:
     """PILReader converter for photographs: palette, RGBA and CMYK become RGB; grey stays grey so it can be refused."""
     return image.convert("RGB") if image.mode in ("P", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX") else image
