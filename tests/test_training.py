@@ -223,7 +223,7 @@ def test_every_config_has_the_bundle_root_of_inference_and_training_writes_in_th
     for name in ("inference", "train", "evaluate"):
         parser = ConfigParser()
         parser.read_config(
-            [str(REPO / "bundles/iternet/configs/train.json")] * (name == "evaluate")
+            [str(REPO / "bundles/iternet/configs/inference.json")] * (name == "evaluate")
             + [str(REPO / f"bundles/iternet/configs/{name}.json")]
         )
         roots[name] = parser.get_parsed_content("bundle_root")

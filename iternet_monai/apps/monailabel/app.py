@@ -108,7 +108,7 @@ class VesselInferTask(BundleInferTask):
         Label's parser holds the network built at start under that id)."""
         parser = ConfigParser(copy.deepcopy(self.bundle_config.get()))
         options = parser.get_parsed_content(self.const.key_network_def(), instantiate=False).get_config()
-        return {k: v for k, v in options.items() if k not in ("_target_", "weights")}
+        return {k: v for k, v in options.items() if not k.startswith("_") and k != "weights"}
 
     def _get_network(self, device, data):
         path = self._weights_path(data)
