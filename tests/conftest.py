@@ -224,3 +224,9 @@ def bad_input_corpus(root: Path, size: tuple[int, int] = (130, 140)) -> tuple[li
         "wrong_size_label.png": f"label is {size[1]}x{size[0] - 2} but its image",
     }
     return entries, expected
+
+
+def drive_arrays(drive, stem):
+    """(ground truth, official FoV) of a DRIVE test image as stored, (H, W)."""
+    truth = np.asarray(Image.open(drive / "test" / "1st_manual" / f"{stem[:2]}_manual1.gif")) > 0
+    return truth, np.asarray(Image.open(drive / "test" / "mask" / f"{stem}_mask.gif")) > 0

@@ -5,12 +5,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, bundle, two_drive_images, write_image
+from conftest import bundle, drive_arrays, two_drive_images, write_image
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from iternet_monai.cli import main as cli
-from iternet_monai.data.maps import EvaluationError, read_probability_map
+from iternet_monai.data.maps import EvaluationError
 from iternet_monai.metrics import protocol_metrics
 from iternet_monai.networks import IterNet
 from iternet_monai.utils.errors import InputError
@@ -126,44 +126,6 @@ def test_every_bad_map_is_named_before_scoring(drive, tmp_path, capsys):
     assert "03_test_prob.npy: the probability map contains infinite values" in lines[4]
     assert "04_test_prob.png: cannot read the probability map" in lines[5]
     assert not out.exists()  # nothing scored, nothing written
-
-
-def test_probability_map_formats(tmp_path):
-    values = np.linspace(0, 1, 12).reshape(3, 4)
-    write_image(tmp_path / "a.png", np.round(values * 255).astype(np.uint8))
-    Image.fromarray(np.round(values * 65535).astype(np.uint16)).save(tmp_path / "b.png")
-    Image.fromarray(values.astype(np.float32)).save(tmp_path / "c.tif")
-    import nibabel as nib
-
-    nib.save(nib.Nifti1Image(values.T[:, :, None].astype(np.float32), np.eye(4)), str(tmp_path / "d.nii.gz"))
-    for name, tol in (("a.png", 1 / 255), ("b.png", 1 / 65535), ("c.tif", 1e-7), ("d.nii.gz", 1e-7)):
-        assert np.abs(read_probability_map(tmp_path / name) - values).max() <= tol, name
-    np.save(tmp_path / "e.npy", values * 2)
-    with pytest.raises(EvaluationError, match=r"e\.npy: values must lie in \[0, 1\]"):
-        read_probability_map(tmp_path / "e.npy")
-    write_image(tmp_path / "f.png", np.zeros((3, 4, 3), np.uint8) + np.array([0, 255, 0], np.uint8))
-    with pytest.raises(EvaluationError, match="colour image"):
-        read_probability_map(tmp_path / "f.png")
-
-
-def drive_arrays(drive, stem):
-    """(ground truth, official FoV) of a DRIVE test image as stored, (H, W)."""
-    truth = np.asarray(Image.open(drive / "test" / "1st_manual" / f"{stem[:2]}_manual1.gif")) > 0
-    return truth, np.asarray(Image.open(drive / "test" / "mask" / f"{stem}_mask.gif")) > 0
-
-
-@pytest.mark.parametrize("high", [1, 255])
-def test_binary_maps_are_read_as_binary_and_said_so(drive, tmp_path, caplog, high):
-    maps = tmp_path / "maps"
-    for stem in ("01_test", "02_test"):
-        write_image(maps / f"{stem}_prob.png", drive_arrays(drive, stem)[0].astype(np.uint8) * high)
-    with caplog.at_level("INFO"):
-        code, out = evaluate(drive, tmp_path, "--predictions", str(maps))
-    assert code == 0
-    content = json.loads((out / "metrics.json").read_text())
-    assert content["pooled"]["f1"] == 1.0 and content["pooled"]["cal"] == 1.0  # the map is the ground truth
-    assert content["protocol"]["predictions"]["binary_maps"] == ["01_test_prob.png", "02_test_prob.png"]
-    assert "2 binary map(s)" in caplog.text and "not a ranking" in caplog.text
 
 
 def test_inference_output_folder_is_accepted_as_it_is(drive, tmp_path):
@@ -355,31 +317,6 @@ def test_model_evaluation_against_the_network_run_by_hand(drive, tmp_path):
     assert 0 < content["pooled"]["f1"] < 1
 
 
-def test_stored_map_inferer_returns_each_images_map_and_ignores_the_network(tmp_path):
-    from monai.data import MetaTensor
-
-    from iternet_monai.inferers import StoredMapInferer
-
-    rng = np.random.default_rng(0)
-    items, expected = [], {}
-    (tmp_path / "maps").mkdir()
-    for stem in ("a", "b"):
-        write_image(tmp_path / f"{stem}.png", rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
-        expected[stem] = rng.random((20, 30))
-        np.save(tmp_path / "maps" / f"{stem}_prob.npy", expected[stem])
-        items.append({"image": str(tmp_path / f"{stem}.png")})
-    inferer = StoredMapInferer(items, tmp_path / "maps")
-    batch = MetaTensor(torch.zeros(2, 3, 30, 20), meta={"filename_or_obj": [items[1]["image"], items[0]["image"]]})
-    out = inferer(batch, network=None)
-    assert out.shape == (2, 1, 30, 20) and out.dtype == torch.float32
-    for index, stem in enumerate(("b", "a")):
-        assert np.allclose(out[index, 0].numpy().T, expected[stem], atol=1e-7)
-    assert inferer.description["files"] == {"a": "a_prob.npy", "b": "b_prob.npy"}
-    other = MetaTensor(torch.zeros(1, 3, 30, 20), meta={"filename_or_obj": [str(tmp_path / "c.png")]})
-    with pytest.raises(EvaluationError, match="c.png: no stored map was checked"):
-        inferer(other)
-
-
 def test_evaluation_config_is_the_inference_pipeline_with_the_protocol_report(tmp_path):
     """evaluate.json merged over inference.json: the same network and postprocessing ids, the protocol's metrics
     in the report, and saved maps scored without a sigmoid."""
@@ -440,190 +377,15 @@ def test_command_and_bundle_evaluating_write_identical_files(drive, tmp_path):
     )
 
 
-def test_repo_root_symlinks_point_at_configs():
-    for name in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "metadata.json"):
-        link = REPO / "bundles" / "iternet" / name
-        assert link.resolve() == (REPO / "bundles" / "iternet" / "configs" / name).resolve()
-
-
-def pixel_totals(items, size):
-    """(FoV pixels, round-trip ground-truth positives inside the FoV, all of them) over a datalist's items."""
-    from monai.transforms import Compose
-
-    from iternet_monai.transforms import FieldOfViewd, GroundTruthRoundTripd, fundus_loading
-
-    load, round_trip = Compose(fundus_loading() + [FieldOfViewd("mask")]), GroundTruthRoundTripd("label", size)
-    fov_total = inside = everywhere = 0
-    for item in items:
-        data = load(item)
-        fov = data["mask"][0].numpy() > 0.5
-        label = round_trip(data)["label"][0].numpy() > 0.5
-        fov_total, inside, everywhere = fov_total + fov.sum(), inside + (label & fov).sum(), everywhere + label.sum()
-    return int(fov_total), int(inside), int(everywhere)
-
-
-def test_drive_pipeline_reproduces_the_authors_pixel_totals(drive):
-    """The released code's stored DRIVE run counts 4,538,143 FoV pixels and 572,263 ground-truth positives (spec
-    4.1): the official masks and the 576^2 round trip here give exactly those."""
-    from iternet_monai.data import builtin_datalist, load_datalist
-
-    items = load_datalist(builtin_datalist("drive"), drive, "testing")
-    fov_total, positives, _ = pixel_totals(items, 576)
-    assert (fov_total, positives) == (4_538_143, 572_263)
-
-
-@pytest.mark.slow
-def test_chase_test_split_matches_the_authors_ground_truth_count(chase):
-    """483,038 ground-truth positives in the author's CHASE_DB1 run identify its 8 test images: the last 8 give
-    483,106 (0.01% off; the FoV masks were the author's own and are unknown)."""
-    from iternet_monai.data import builtin_datalist, load_datalist
-
-    items = load_datalist(builtin_datalist("chase_db1"), chase, "testing")
-    _, _, positives = pixel_totals(items, 960)
-    assert abs(positives - 483_038) / 483_038 < 1e-3
-
-
-def derived_fov_errors(pairs):
-    """Per image: (pixels where the derived FoV and the reference mask differ, all pixels, derived components)."""
-    from scipy import ndimage
-
-    from iternet_monai.transforms import derive_field_of_view
-
-    rows = []
-    for image, mask in pairs:
-        photo = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
-        reference = np.asarray(Image.open(mask).convert("L")) > 127
-        derived, how = derive_field_of_view(photo)
-        assert how.startswith("derived: distance from the surround's colour")
-        rows.append(((derived != reference).sum(), reference.size, ndimage.label(derived)[1]))
-    return np.array(rows)
-
-
-@pytest.mark.slow
-def test_derived_fov_matches_the_official_drive_masks(drive):
-    """All 40 DRIVE images: within 0.5% of the official masks pooled, under 1% in every image, one region each."""
-    pairs = [
-        (image, drive / split / "mask" / f"{image.name[: -len('.tif')]}_mask.gif")
-        for split in ("training", "test")
-        for image in sorted((drive / split / "images").glob("*.tif"))
-    ]
-    assert len(pairs) == 40
-    errors = derived_fov_errors(pairs)
-    assert errors[:, 0].sum() / errors[:, 1].sum() < 0.005
-    assert (errors[:, 0] / errors[:, 1]).max() < 0.01
-    assert (errors[:, 2] == 1).all()
-
-
-@pytest.mark.slow
-def test_derived_fov_against_the_oliveira_chase_masks(chase):
-    """CHASE_DB1 has no official masks; Oliveira et al.'s third-party masks are drawn a few pixels inside the
-    visible disc on some images (Image_10L, 13L, 13R), so agreement is looser than on DRIVE (docs/evaluation.md)."""
-    oliveira = chase.parent / "CHASE_DB1_FOV_oliveira2018"
-    if not oliveira.is_dir():
-        pytest.skip(f"{oliveira} not found")
-    pairs = [
-        (image, oliveira / f"mask_{image.stem[len('Image_') :]}.png") for image in sorted(chase.glob("Image_*.jpg"))
-    ]
-    assert len(pairs) == 28
-    errors = derived_fov_errors(pairs)
-    assert errors[:, 0].sum() / errors[:, 1].sum() < 0.015
-    assert (errors[:, 0] / errors[:, 1]).max() < 0.04
-    assert (errors[:, 2] == 1).all()
-
-
-def dark_fundus_photo(seed, height=360, width=400):
-    """A synthetic fundus photograph (uint8 RGB) and its true disc: a reddish disc darkening towards its rim
-    (vignetting) with dark vessels, on a dark (11-16 of 255), noisy, uneven (gradient) background, JPEG-compressed
-    at low quality (8x8 blocks)."""
-    import io
-
-    rng = np.random.default_rng(seed)
-    background, noise, gradient = rng.uniform(11, 16) / 255, rng.uniform(3, 8) / 255, rng.uniform(0, 20) / 255
-    yy, xx = np.mgrid[:height, :width].astype(np.float32)
-    cy, cx = height / 2 + rng.uniform(-10, 10), width / 2 + rng.uniform(-10, 10)
-    dist = np.hypot(yy - cy, xx - cx) / (0.46 * min(height, width))
-    disc = dist <= 1
-    fundus = (
-        np.array([0.75, 0.38, 0.18], np.float32)
-        * (1 - (1 - rng.uniform(0.25, 0.5)) * np.clip(dist, 0, 1) ** 2)[..., None]
-    )
-    fundus[(np.abs(np.sin(6 * np.arctan2(yy - cy, xx - cx) + 3 * dist)) < 0.08) & (dist < 0.95)] *= 0.6
-    surround = background + gradient * ((xx / width - 0.5) + (yy / height - 0.5))
-    photo = np.where(disc[..., None], fundus, surround[..., None]) + rng.normal(0, noise, (height, width, 3))
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(photo * 255, 0, 255).astype(np.uint8)).save(
-        buffer, format="JPEG", quality=int(rng.integers(20, 60))
-    )
-    return np.asarray(Image.open(buffer).convert("RGB")), disc
-
-
-def third_camera_photo(surround, halo=0.0, seed=0, height=605, width=700):
-    """A synthetic 700x605 photograph (uint8 RGB, as STARE's) and its true disc: a vignetted reddish disc with dark
-    vessels, cut at the top and bottom, on a surround of colour ``surround`` (0-255, with a 10% gradient and
-    noise), with a soft halo ring: outside the disc the surround starts ``halo`` of the way to the rim's colour and
-    fades to it over 12 pixels. JPEG quality 75."""
-    import io
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:height, :width].astype(np.float32)
-    cy, cx = height / 2 + rng.uniform(-8, 8), width / 2 + rng.uniform(-8, 8)
-    radius = 0.45 * width
-    dist = np.hypot(yy - cy, xx - cx) / radius
-    disc, colour, rim = dist <= 1, np.array([0.78, 0.4, 0.2], np.float32), rng.uniform(0.5, 0.7)
-    fundus = colour * (1 - (1 - rim) * np.clip(dist, 0, 1) ** 2)[..., None]
-    fundus[(np.abs(np.sin(6 * np.arctan2(yy - cy, xx - cx) + 3 * dist)) < 0.08) & (dist < 0.95)] *= 0.6
-    gradient = 1 + 0.1 * ((xx / width - 0.5) + (yy / height - 0.5))
-    background = np.asarray(surround, np.float32) / 255 * gradient[..., None]
-    glow = halo * np.clip(1 - (dist - 1) * radius / 12, 0, 1)[..., None]
-    outside = background + glow * (colour * rim - background)
-    photo = np.where(disc[..., None], fundus, outside) + rng.normal(0, 3 / 255, (height, width, 3))
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(photo * 255, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=75)
-    return np.asarray(Image.open(buffer).convert("RGB")), disc
-
-
-@pytest.mark.parametrize(
-    "surround, halo",
-    [((40, 75, 50), 0.0), ((40, 75, 50), 0.4), ((70, 70, 70), 0.0), ((70, 70, 70), 0.4), ((8, 8, 8), 0.4)],
-    ids=["dark green", "dark green with halo", "grey", "grey with halo", "black with halo"],
-)
-def test_derived_fov_follows_the_edge_whatever_the_surround(surround, halo):
-    """A dark-green or grey surround is a surround (not a fundus filling the image), and a soft halo ring around
-    the retina stays outside: the FoV ends where the brightness falls."""
-    from scipy import ndimage
-
-    from iternet_monai.transforms import derive_field_of_view
-
-    for seed in range(2):
-        photo, disc = third_camera_photo(surround, halo, seed)
-        fov, how = derive_field_of_view(photo.transpose(2, 0, 1) / 255.0)
-        ring = (ndimage.distance_transform_edt(~disc) <= 12) & ~disc
-        assert ndimage.label(fov)[1] == 1 and (fov != disc).mean() < 0.01, (seed, (fov != disc).mean(), how)
-        assert (fov & ring).sum() < 0.25 * ring.sum(), seed  # at most a few pixels of the 12-pixel ring
-
-
-def test_a_crop_inside_the_fundus_is_all_field_of_view(drive):
-    """Corners as bright as the centre are no surround: a 300x300 crop from the middle of each DRIVE test
-    photograph, optic disc and vessels included, is its own FoV."""
-    from iternet_monai.transforms import derive_field_of_view
-
-    for image in sorted((drive / "test" / "images").glob("*.tif")):
-        photo = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
-        fov, how = derive_field_of_view(photo[:, 142:442, 132:432])
-        assert fov.all() and how.startswith("derived: whole image"), image.name
-
-
-def test_derived_fov_on_dark_noisy_uneven_backgrounds():
-    from scipy import ndimage
-
-    from iternet_monai.transforms import FieldOfViewd
-
-    for seed in range(12):
-        photo, disc = dark_fundus_photo(seed)
-        image = torch.as_tensor(photo.transpose(2, 1, 0) / 255.0, dtype=torch.float32)  # MONAI's (C, W, H)
-        fov = FieldOfViewd()({"image": image})["mask"][0].numpy().T > 0.5
-        naive = ndimage.binary_fill_holes(photo.mean(2) / 255 > 0.05)  # the former fixed threshold
-        assert ndimage.label(naive)[1] > 1 and (naive != disc).mean() > 0.1, seed  # the case is hard
-        assert ndimage.label(fov)[1] == 1 and (fov != disc).mean() < 0.015, seed
-    uniform = torch.full((3, 40, 30), 0.4)  # no dark surround: a crop inside the fundus
-    assert FieldOfViewd()({"image": uniform})["mask"].all()
+@pytest.mark.parametrize("high", [1, 255])
+def test_binary_maps_are_read_as_binary_and_said_so(drive, tmp_path, caplog, high):
+    maps = tmp_path / "maps"
+    for stem in ("01_test", "02_test"):
+        write_image(maps / f"{stem}_prob.png", drive_arrays(drive, stem)[0].astype(np.uint8) * high)
+    with caplog.at_level("INFO"):
+        code, out = evaluate(drive, tmp_path, "--predictions", str(maps))
+    assert code == 0
+    content = json.loads((out / "metrics.json").read_text())
+    assert content["pooled"]["f1"] == 1.0 and content["pooled"]["cal"] == 1.0  # the map is the ground truth
+    assert content["protocol"]["predictions"]["binary_maps"] == ["01_test_prob.png", "02_test_prob.png"]
+    assert "2 binary map(s)" in caplog.text and "not a ranking" in caplog.text

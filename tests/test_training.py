@@ -5,25 +5,22 @@ A small synthetic training (8 random images, random crops and flips, a network w
 are in ``test_bundle.py``.
 """
 
-import json
-import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import REPO, STEPS, synthetic_run
-from ignite.engine import Engine, Events
+from ignite.engine import Events
 
 from iternet_monai.engines import TrainingRun, default_num_workers, latest_stats
 from iternet_monai.engines.checkpoints import CheckpointError, read_checkpoint
-from iternet_monai.handlers import TimeBudget, TrainingProgress, TrainingValidation, engine_loss
+from iternet_monai.handlers import TrainingValidation, engine_loss
 from iternet_monai.utils.errors import InputError
 
 
@@ -263,28 +260,6 @@ def test_a_checkpoint_beyond_the_epochs_asked_for_is_one_line(tmp_path):
         synthetic_run(tmp_path, epochs=1, resume=run.checkpoint_dir / f"checkpoint_iteration={2 * STEPS}.pt")
 
 
-def test_progress_from_the_first_step_with_an_estimate_and_the_advice_for_hours(tmp_path, caplog, monkeypatch):
-    def attach_progress(trainer):
-        TrainingProgress(interval_seconds=0, estimate_steps=3).attach(trainer)
-
-    with caplog.at_level(logging.INFO, logger="iternet_monai"):
-        synthetic_run(tmp_path / "fast", epochs=2, hook=attach_progress)
-    lines = [r.getMessage() for r in caplog.records if r.name.startswith("iternet_monai")]
-    assert lines[0].startswith("training run run-") and "loading the images" in lines[2]
-    assert any(line.startswith("training on cpu: 2 epochs x 4 steps, 8 steps to go") for line in lines)
-    assert any(line.startswith("first step (2 patches of 16x16) done in") for line in lines)
-    assert any(line.startswith("speed on this cpu:") and "patches/s)" in line and "hours" not in line for line in lines)
-    assert any(line.startswith("epoch 1/2 step 3/4: loss ") and "training in" in line for line in lines)
-    caplog.clear()
-    clock = iter(range(0, 10**9, 1000))  # every reading of the clock is 1000 s later: a very slow device
-    monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
-    with caplog.at_level(logging.INFO, logger="iternet_monai"):
-        synthetic_run(tmp_path / "slow", epochs=2, hook=attach_progress)
-    estimate = [r.getMessage() for r in caplog.records if r.getMessage().startswith("speed on this cpu")]
-    assert len(estimate) == 1 and "That is hours on a CPU: a GPU trains this schedule in minutes" in estimate[0]
-    assert "configs/train_cpu.json" in estimate[0]  # the CPU recipe, named where a CPU user needs it
-
-
 @pytest.mark.parametrize(
     ("cores", "processes", "on_cpu", "on_gpu"),
     [(1, 1, 0, 0), (2, 1, 1, 1), (3, 1, 2, 2), (8, 1, 4, 7), (16, 1, 4, 12), (64, 1, 4, 12), (16, 4, 3, 3)],
@@ -302,72 +277,6 @@ def test_the_loss_is_read_without_a_warning():
         warnings.simplefilter("error")
         assert engine_loss({"loss": loss}) == 6.0
         assert engine_loss([{"loss": loss}, {"loss": loss}]) == 6.0
-
-
-def steps_taking(monkeypatch, seconds: Callable[[int], float]) -> Callable[[Engine], None]:
-    """A clock on which each training step takes ``seconds(epoch)`` and everything else next to nothing (a
-    microsecond a reading: waits with a timeout need a clock that moves); returns the hook that attaches it to a
-    trainer."""
-    now = [0.0]
-
-    def monotonic() -> float:
-        now[0] += 1e-6
-        return now[0]
-
-    monkeypatch.setattr(time, "monotonic", monotonic)
-
-    def attach(trainer: Engine) -> None:
-        trainer.add_event_handler(
-            Events.ITERATION_STARTED, lambda e: now.__setitem__(0, now[0] + seconds(e.state.epoch))
-        )
-
-    return attach
-
-
-def test_a_time_budget_trains_the_most_epochs_that_fit_and_records_the_schedule(tmp_path, monkeypatch):
-    """Steps of 1 s, epochs of 4 steps: a budget of 63 s holds 15 of the 40 planned epochs; the stats file records
-    what ran."""
-    stats_file = tmp_path / "eval" / "train_stats.json"
-    clock = steps_taking(monkeypatch, lambda epoch: 1.0)
-
-    def attach(trainer):
-        clock(trainer)
-        TimeBudget(minutes=1.05).attach(trainer)
-        TrainingProgress(interval_seconds=10**6, time_budget_minutes=1.05, stats_file=stats_file).attach(trainer)
-
-    _, _, batches = synthetic_run(tmp_path, epochs=40, hook=attach)
-    stats = json.loads(stats_file.read_text())
-    assert stats["planned_epochs"] == 40 and stats["total_epochs"] == stats["epoch"] == 63 // (STEPS * 1)
-    assert len(batches) == STEPS * 15 and stats["seconds"] == pytest.approx(60, abs=0.1)
-
-
-def test_the_time_budget_handler_alone_changes_the_schedule(tmp_path, monkeypatch):
-    """TrainingProgress reports a time budget but keeps the schedule: without TimeBudget all 40 epochs run."""
-    stats_file = tmp_path / "stats.json"
-    clock = steps_taking(monkeypatch, lambda epoch: 1.0)
-
-    def attach(trainer):
-        clock(trainer)
-        TrainingProgress(interval_seconds=10**6, time_budget_minutes=1, stats_file=stats_file).attach(trainer)
-
-    _, _, batches = synthetic_run(tmp_path, epochs=40, hook=attach)
-    stats = json.loads(stats_file.read_text())
-    assert stats["total_epochs"] == stats["planned_epochs"] == 40 and len(batches) == STEPS * 40
-
-
-def test_a_time_budget_plans_more_epochs_again_when_the_machine_is_faster_again(tmp_path, monkeypatch):
-    """A machine busy at the start (steps of 2 s in the first epoch, then 0.2 s): the schedule cut after the first
-    epoch (123 s hold 15 epochs of 8 s) grows again once the steps are fast, instead of ending the run early."""
-    clock = steps_taking(monkeypatch, lambda epoch: 2.0 if epoch == 1 else 0.2)
-    plans: list[int] = []
-
-    def attach(trainer):
-        clock(trainer)
-        TimeBudget(minutes=2.05).attach(trainer)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: plans.append(e.state.max_epochs))
-
-    synthetic_run(tmp_path, epochs=40, hook=attach)
-    assert plans[0] == 15 and plans[-1] == 40 and len(plans) == 40  # all 40 epochs ran, not the first plan's
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
@@ -430,28 +339,3 @@ def test_the_validators_inferer_is_the_one_train_json_declares(mode, device, inf
     declared = parser.get_parsed_content("validate#inferer")
     assert type(declared).__name__ == inferer and getattr(declared, "overlap", None) == overlap
     assert parser.get("validate#evaluator#inferer").replace("::", "#") == "@validate#inferer"
-
-
-def test_patches_per_second_counts_the_patches_of_every_step(tmp_path):
-    """An epoch of 5 images in batches of 2 ends with a batch of 1 (as 20 DRIVE images in batches of 8 end with 4):
-    the rate counts the patches each timed step had, not the first step's batch size for all."""
-    from monai.data import DataLoader
-    from monai.engines import SupervisedTrainer
-
-    items = [{"image": torch.rand(3, 8, 8), "label": torch.ones(1, 8, 8)} for _ in range(5)]
-    network = torch.nn.Conv2d(3, 1, 1)
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=4,
-        train_data_loader=DataLoader(items, batch_size=2, shuffle=False),
-        network=network,
-        optimizer=torch.optim.SGD(network.parameters(), 0.1),
-        loss_function=torch.nn.BCEWithLogitsLoss(),
-    )
-    stats_file = tmp_path / "stats.json"
-    TrainingProgress(interval_seconds=10**6, stats_file=stats_file).attach(trainer)
-    trainer.run()
-    stats = json.loads(stats_file.read_text())
-    timed = [2, 1] + [2, 2, 1] * 3  # the 12 steps' batches but the first, which includes the loader's start
-    assert stats["iteration"] == 12
-    assert stats["patches_per_second"] * stats["seconds_per_step"] == pytest.approx(sum(timed) / len(timed))
