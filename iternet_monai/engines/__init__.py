@@ -21,9 +21,8 @@ from iternet_monai.engines.evaluation import (
     evaluation_parser,
     prediction_source,
     run_evaluation,
-    run_evaluator,
 )
-from iternet_monai.engines.inference import load_pipeline, segment
+from iternet_monai.engines.inference import load_pipeline, run_evaluator, segment
 from iternet_monai.engines.run_folder import RunFolder
 from iternet_monai.engines.training import (
     STATS_FILE,

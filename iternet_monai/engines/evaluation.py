@@ -8,19 +8,18 @@ by :class:`~iternet_monai.inferers.StoredMapInferer`) and scores them with
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine
 from monai.bundle import ConfigParser
 from monai.inferers import Inferer
 
 from iternet_monai.data import load_datalist
 from iternet_monai.data.maps import EvaluationError
 from iternet_monai.engines.checkpoints import BUNDLE_DIR
+from iternet_monai.engines.inference import run_evaluator
 from iternet_monai.inferers import StoredMapInferer, resolve_backend, resolve_mode
 from iternet_monai.utils.errors import find_input_error, flag, optional
 
@@ -28,7 +27,6 @@ __all__ = [
     "EVALUATION_CONFIGS",
     "evaluation_items",
     "prediction_source",
-    "run_evaluator",
     "evaluation_parser",
     "run_evaluation",
 ]
@@ -92,17 +90,6 @@ def prediction_source(
     if source["mode"] == "sliding_window":
         source.update(roi_size=list(windows.roi_size), overlap=windows.overlap, blend=windows.mode)
     return source
-
-
-def run_evaluator(evaluator: Engine) -> None:
-    """Run the evaluation's evaluator, with ignite's notes on starting and finishing left out (the progress bar
-    and the report say what was done); the shared evaluator logger's level is restored afterwards."""
-    level = evaluator.logger.level
-    evaluator.logger.setLevel(logging.WARNING)
-    try:
-        evaluator.run()
-    finally:
-        evaluator.logger.setLevel(level)
 
 
 def evaluation_parser(config_files: Sequence[str | Path] = EVALUATION_CONFIGS, **overrides: Any) -> ConfigParser:

@@ -16,28 +16,34 @@ from monai.bundle import ConfigParser
 from iternet_monai.data.inference_inputs import InferenceInputs
 from iternet_monai.engines.checkpoints import BUNDLE_DIR
 
-__all__ = ["segment", "load_pipeline"]
+__all__ = ["run_evaluator", "segment", "load_pipeline"]
 
 logger = logging.getLogger(__name__)
 
 
+def run_evaluator(evaluator: Engine) -> None:
+    """Run an inference or evaluation evaluator with ignite's notes on starting, finishing an epoch and finishing
+    the run left out (they say nothing to a user, whose progress bar and written-outputs line or report say what was
+    done). The logger's level is restored after the run: it is shared by every evaluator of the process, a
+    training's validation included."""
+    level = evaluator.logger.level
+    evaluator.logger.setLevel(logging.WARNING)
+    try:
+        evaluator.run()
+    finally:
+        evaluator.logger.setLevel(level)
+
+
 def segment(evaluator: Engine, inputs: InferenceInputs) -> None:
-    """Run the inference evaluator over ``inputs`` (if any are left), then report bad inputs. The evaluator logs
-    warnings and errors only: ignite's notes on starting, finishing an epoch and finishing the run say nothing
-    to a user of inference, whose progress bar and written-outputs line say what was done. (The level is restored
-    after the run: the logger is shared by every evaluator of the process, a training's validation included.)
+    """Run the inference evaluator over ``inputs`` (if any are left) quietly (:func:`run_evaluator`), then report
+    bad inputs.
 
     Args:
         evaluator: the bundle's ``evaluator``.
         inputs: the bundle's ``inputs``, whose items the evaluator's data loader holds.
     """
     if inputs.items:
-        level = evaluator.logger.level
-        evaluator.logger.setLevel(logging.WARNING)
-        try:
-            evaluator.run()
-        finally:
-            evaluator.logger.setLevel(level)
+        run_evaluator(evaluator)
     else:
         logger.info("nothing to segment")
     inputs.report()
