@@ -249,6 +249,7 @@ def _add_cohort(commands: argparse._SubParsersAction) -> None:
     co.add_argument("--qc", nargs="*", default=[], metavar="MEASURE.LIMIT=VALUE", help="change a quality limit")
     co.add_argument("--mode", default="auto", choices=("auto", "whole_image", "sliding_window"), help="inferer mode")
     co.add_argument("--tta", action="store_true", help="flip averaging (4 passes)")
+    co.add_argument("--backend", default="auto", choices=("auto", "pytorch", "onnxruntime"), help="as evaluate's")
     co.add_argument("--max-pixels", type=int, default=16777216, help="photographs of more pixels fail (default 4096^2)")
     co.set_defaults(func=_cohort)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -43,13 +44,14 @@ def connect(address: str | None, cpus: int | None) -> None:
         raise InputError(RAY_MISSING) from None
     if ray.is_initialized():
         return
-    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
     if address is None:
         options["num_cpus"] = cpus
     try:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise InputError(f"--address {address}: cannot reach a Ray cluster ({str(err).splitlines()[0]})") from None
+    logging.getLogger("ray").setLevel(logging.ERROR)  # Ray Data's notes say nothing to a user
 
 
 def ray_rows(
@@ -75,10 +77,10 @@ def ray_rows(
     context.print_on_execution_start = False
     records = [{"item": json.dumps(dataclasses.asdict(item))} for item in items]
     stream = ray.data.from_items(records, override_num_blocks=max(1, min(len(records), 1000)))
-    stream = stream.map(_prepare_row, fn_args=(settings, output_settings))
-    stream = stream.map(
-        Segmenter, fn_constructor_args=(settings,), concurrency=workers, num_cpus=1, num_gpus=gpus_per_worker
-    )
-    stream = stream.map(_finish_row, fn_args=(settings,))
+    # the CPU tasks ask for half a CPU, the actors for one: that keeps Ray from fusing them into the actors
+    stream = stream.map(_prepare_row, fn_args=(settings, output_settings), num_cpus=0.5)
+    pool = ray.data.ActorPoolStrategy(size=workers)
+    stream = stream.map(Segmenter, fn_constructor_args=(settings,), compute=pool, num_cpus=1, num_gpus=gpus_per_worker)
+    stream = stream.map(_finish_row, fn_args=(settings,), num_cpus=0.5)
     for row in stream.iter_rows():
         yield {k: row[k] for k in ("id", "status", "reason")}

@@ -40,6 +40,7 @@ class CohortOptions:
         rules: the quality rules (:func:`~iternet_monai.biomarkers.parse_rules`); None: the defaults.
         mode: the inferer's mode.
         tta: flip averaging.
+        backend: ``auto``, ``pytorch`` or ``onnxruntime`` (on a CPU).
         max_pixels: photographs of more pixels fail.
     """
 
@@ -56,6 +57,7 @@ class CohortOptions:
     rules: Mapping | None = None
     mode: str = "auto"
     tta: bool = False
+    backend: str = "auto"
     max_pixels: int = 16777216
 
 
@@ -70,7 +72,7 @@ def _settings(options: CohortOptions) -> CohortSettings:
     )
     device = "cuda" if options.gpus_per_worker > 0 else "cpu"
     return CohortSettings(
-        str(options.output), str(ckpt), device, options.mode, options.tta, max_pixels=options.max_pixels, rules=rules
+        str(options.output), str(ckpt), device, options.mode, options.tta, options.backend, options.max_pixels, rules
     )
 
 

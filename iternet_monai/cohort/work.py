@@ -50,7 +50,8 @@ class CohortSettings:
 
     def overrides(self) -> dict[str, Any]:
         """The overrides of ``inference.json`` (:func:`~iternet_monai.engines.load_pipeline`)."""
-        return {"ckpt_path": self.ckpt_path, "device": self.device, "mode": self.mode, "tta": self.tta}
+        options = {"ckpt_path": self.ckpt_path, "device": self.device, "mode": self.mode, "tta": self.tta}
+        return {**options, "backend": self.backend}
 
     def quality_rules(self) -> dict:
         from iternet_monai.biomarkers.quality import DEFAULT_RULES, QualityRule
