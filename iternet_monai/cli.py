@@ -239,7 +239,7 @@ def _add_cohort(commands: argparse._SubParsersAction) -> None:
     co.add_argument("source", help="manifest CSV (id,path[,mm_per_pixel,eye,...]) or a folder of photographs")
     co.add_argument("--output", required=True, help="cohort folder (made if needed; a rerun resumes it)")
     co.add_argument("--ckpt", help="model.pt to run (default: the bundle's)")
-    co.add_argument("--address", help="Ray cluster: auto or ray://host:port (default: start Ray on this machine)")
+    co.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://host:port (default: Ray on this machine)")
     co.add_argument("--workers", type=int, default=1, help="segmenting actors, each holding the model (default 1)")
     co.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (default 0: on the CPU)")
     co.add_argument("--cpus", type=int, help="CPUs Ray may use on this machine (default: all)")

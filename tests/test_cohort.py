@@ -7,7 +7,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +188,31 @@ def test_the_ray_run_equals_the_shards_and_resumes(first_run, manifest, tmp_path
     before = result_times(output)
     assert cohort(manifest, output, "--cpus", "2", "--max-pixels", "1000000") == 1
     assert result_times(output) == before
+
+
+def ray_node(*args: str) -> subprocess.Popen:
+    """``ray start --block`` in a session of its own, so that stopping it stops only the Ray processes it began."""
+    ray = Path(sys.executable).with_name("ray")
+    return subprocess.Popen(
+        [str(ray), "start", "--block", "--disable-usage-stats", *args], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='Ray is not installed (pip install -e ".[cohort]")')
+def test_a_two_node_ray_cluster_gives_the_same_tables(first_run, manifest, tmp_path):
+    port = 6400 + os.getpid() % 500
+    nodes = [ray_node("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")]
+    try:
+        time.sleep(15)  # the head's GCS must answer before a worker node joins
+        nodes.append(ray_node(f"--address=127.0.0.1:{port}", "--num-cpus=1"))
+        time.sleep(15)
+        output = tmp_path / "out"
+        assert cohort(manifest, output, "--address", f"127.0.0.1:{port}", "--max-pixels", "1000000") == 1
+        for table in TABLES:
+            assert (output / table).read_text() == (first_run / table).read_text(), table
+    finally:
+        for node in reversed(nodes):
+            os.killpg(node.pid, signal.SIGTERM)
+            node.wait(timeout=60)

@@ -16,7 +16,7 @@ from iternet_monai.cohort.store import CohortFolder
 from iternet_monai.cohort.work import CohortSettings, Segmenter, finish, prepare, preprocessing
 from iternet_monai.utils.errors import InputError
 
-__all__ = ["RAY_MISSING", "ray_rows"]
+__all__ = ["RAY_MISSING", "connect", "disconnect", "ray_rows"]
 
 RAY_MISSING = 'the cohort command runs on Ray, which is not installed: pip install -e ".[cohort]" (or use --shard)'
 
@@ -35,15 +35,16 @@ def _finish_row(row: dict[str, Any], settings: CohortSettings) -> dict[str, Any]
     return finish(row, _item(row), settings, CohortFolder(settings.output_dir))
 
 
-def connect(address: str | None, cpus: int | None) -> None:
-    """Start Ray on this machine (``address`` None, with ``cpus`` CPUs) or join a cluster (``auto``,
-    ``ray://host:port``)."""
+def connect(address: str | None, cpus: int | None) -> bool:
+    """Start Ray on this machine (``address`` None, with ``cpus`` CPUs) or join a cluster (``auto``, ``HOST:PORT``,
+    ``ray://host:port``); returns whether this call connected (then :func:`disconnect` ends it), not a caller that
+    had connected before."""
     try:
         import ray
     except ImportError:
         raise InputError(RAY_MISSING) from None
     if ray.is_initialized():
-        return
+        return False
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
     if address is None:
         options["num_cpus"] = cpus
@@ -52,6 +53,14 @@ def connect(address: str | None, cpus: int | None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise InputError(f"--address {address}: cannot reach a Ray cluster ({str(err).splitlines()[0]})") from None
     logging.getLogger("ray").setLevel(logging.ERROR)  # Ray Data's notes say nothing to a user
+    return True
+
+
+def disconnect() -> None:
+    """Leave the cluster (and stop the Ray that :func:`connect` started on this machine)."""
+    import ray
+
+    ray.shutdown()
 
 
 def ray_rows(

@@ -90,7 +90,7 @@ def write_report(items: Sequence[CohortItem], folder: CohortFolder, counts: Coho
     """
     results, flagged, failures, reasons = [], [], [], collections.Counter()
     for item in items:
-        result, _ = folder.image_result(item.id)
+        result = folder.image_result(item.id)
         if result is None:
             failures.append((item.id, folder.failure(item.id) or "not run yet"))
             continue

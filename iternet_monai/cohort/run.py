@@ -123,18 +123,22 @@ def run_cohort(options: CohortOptions) -> int:
     settings = _settings(options)
     output_settings = settings.output_settings(file_sha256(settings.ckpt_path))
     chosen = shard_of(items, options.shard) if options.shard else items
-    progress = Progress(len(chosen)).start()
+    progress, connected = Progress(len(chosen)).start(), False
     try:
         if options.shard:
             rows = local_rows(chosen, settings, output_settings)
         else:
             from iternet_monai.cohort.ray_run import connect, ray_rows
 
-            connect(options.address, options.cpus)
+            connected = connect(options.address, options.cpus)
             rows = ray_rows(chosen, settings, output_settings, options.workers, options.gpus_per_worker)
         failed = _count(rows, progress)
     finally:
         progress.stop()
+        if connected:
+            from iternet_monai.cohort.ray_run import disconnect
+
+            disconnect()
     if not options.shard:
         _finish_tables(items, folder, options)
     return 1 if failed else 0

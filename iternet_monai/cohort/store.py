@@ -88,16 +88,16 @@ class CohortFolder:
 
     def image_result(self, image_id: str):
         """The stored result of ``image_id`` as an :class:`~iternet_monai.biomarkers.ImageResult` (NaN where
-        nothing could be measured), with its record, or (None, None)."""
+        nothing could be measured), or None."""
         from iternet_monai.biomarkers import ImageResult
 
         record = self.read_result(image_id)
         if record is None:
-            return None, None
+            return None
         image = {k: _nan(v) for k, v in record["image"].items()}
         segments = [{k: _nan(v) for k, v in s.items()} for s in record["segments"]]
         quality = {k: _nan(v) for k, v in record["quality"].items()}
-        return ImageResult(image_id, image, segments, quality), record
+        return ImageResult(image_id, image, segments, quality)
 
     def failure(self, image_id: str) -> str | None:
         """The reason ``image_id`` failed, or None."""

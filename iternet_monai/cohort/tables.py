@@ -71,12 +71,12 @@ def gather(items: Sequence[CohortItem], folder: CohortFolder, mm_per_pixel: floa
 
     counts, results, rows, failures = CohortCounts(), [], [], []
     for item in items:
-        result, record = folder.image_result(item.id)
+        result = folder.image_result(item.id)
         if result is not None:
             counts.measured += 1
             counts.verdicts[result.quality["quality"]] += 1
             results.append(result)
-            rows.append({"image": item.id, "path": item.path, "mm_per_pixel": item.mm_per_pixel, **record["extra"]})
+            rows.append({"image": item.id, "path": item.path, "mm_per_pixel": item.mm_per_pixel, **dict(item.extra)})
             rows[-1].update(result.image)
             continue
         reason = folder.failure(item.id)

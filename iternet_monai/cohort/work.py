@@ -85,7 +85,8 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def result_key(image_sha256: str, settings: dict[str, Any]) -> str:
-    """The key of one image's results: its bytes and everything that changes its outputs."""
+    """The key of one image's results: its bytes and everything that changes its outputs (the run's settings and
+    the image's pixel size)."""
     text = json.dumps({"image_sha256": image_sha256, **settings}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -131,7 +132,7 @@ def prepare(item: CohortItem, settings: dict[str, Any], transform, folder: Cohor
         folder: the cohort folder.
     """
     try:
-        key = result_key(file_sha256(item.path), settings)
+        key = result_key(file_sha256(item.path), {**settings, "mm_per_pixel": item.mm_per_pixel})
     except OSError as err:
         return _row(item, "failed", f"{item.path}: cannot read the photograph ({err.strerror or err})")
     if folder.done_key(item.id) == key:
