@@ -2,8 +2,9 @@
 commands do not cover. ``make-datalist`` pairs a folder of fundus photographs with their vessel labels and
 field-of-view masks for training; ``evaluate`` scores a model, or any method's saved probability maps, under one
 protocol (AUC, F1, connectivity, ...); ``measure`` turns vessel maps into biomarker tables with quality checks;
-``label-app`` and ``convert-studies`` set up MONAI Label to annotate and fine-tune in 3D Slicer. Segmenting and
-training are the bundle's own commands (``python -m monai.bundle run --config_file bundles/iternet/inference.json``);
+``cohort`` segments, checks and measures a whole cohort on Ray (or in SLURM shards), resumably; ``label-app`` and
+``convert-studies`` set up MONAI Label to annotate and fine-tune in 3D Slicer. Segmenting and training are the
+bundle's own commands (``python -m monai.bundle run --config_file bundles/iternet/inference.json``);
 ``evaluate`` runs the bundle's ``evaluating`` with the command's options.
 A bad input ends a command with one line naming the file and what is wrong (exit status 2)."""
 

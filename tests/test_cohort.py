@@ -100,6 +100,12 @@ def test_shards_hold_every_item_once(tmp_path):
         shard_of(items, "3/3")
 
 
+def test_the_package_never_imports_ray():
+    code = "import sys, iternet_monai.cli, iternet_monai.cohort, iternet_monai.engines; print('ray' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
 def test_file_sha256_is_the_bytes_sha256(tmp_path):
     (tmp_path / "f").write_bytes(b"x" * 3_000_000)
     assert file_sha256(tmp_path / "f") == hashlib.sha256(b"x" * 3_000_000).hexdigest()

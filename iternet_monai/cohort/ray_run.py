@@ -48,10 +48,11 @@ def connect(address: str | None, cpus: int | None) -> bool:
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
     if address is None:
         options["num_cpus"] = cpus
-    try:
-        ray.init(address=address, **options)
+    try:  # "local": a new Ray here, not one that another run left on this machine
+        ray.init(address=address or "local", **options)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        raise InputError(f"--address {address}: cannot reach a Ray cluster ({str(err).splitlines()[0]})") from None
+        where = f"--address {address}: cannot reach a Ray cluster" if address else "cannot start Ray on this machine"
+        raise InputError(f"{where} ({str(err).splitlines()[0]})") from None
     logging.getLogger("ray").setLevel(logging.ERROR)  # Ray Data's notes say nothing to a user
     return True
 
