@@ -2,8 +2,9 @@
 commands do not cover. ``make-datalist`` pairs a folder of fundus photographs with their vessel labels and
 field-of-view masks for training; ``evaluate`` scores a model, or any method's saved probability maps, under one
 protocol (AUC, F1, connectivity, ...); ``measure`` turns vessel maps into biomarker tables with quality checks;
-``label-app`` and ``convert-studies`` set up MONAI Label to annotate and fine-tune in 3D Slicer. Segmenting and
-training are the bundle's own commands (``python -m monai.bundle run --config_file bundles/iternet/inference.json``);
+``cohort`` segments, checks and measures a whole cohort on Ray (or in SLURM shards), resumably; ``label-app`` and
+``convert-studies`` set up MONAI Label to annotate and fine-tune in 3D Slicer. Segmenting and training are the
+bundle's own commands (``python -m monai.bundle run --config_file bundles/iternet/inference.json``);
 ``evaluate`` runs the bundle's ``evaluating`` with the command's options.
 A bad input ends a command with one line naming the file and what is wrong (exit status 2)."""
 
@@ -218,6 +219,42 @@ def _add_measure(commands: argparse._SubParsersAction) -> None:
     me.set_defaults(func=_measure)
 
 
+def _cohort(args: argparse.Namespace) -> int:
+    from iternet_monai.biomarkers.measure import parse_rules
+    from iternet_monai.cohort import CohortOptions, run_cohort
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "qc")}
+    return run_cohort(CohortOptions(**options, rules=parse_rules(args.qc) if args.qc else None))
+
+
+def _add_cohort(commands: argparse._SubParsersAction) -> None:
+    co = commands.add_parser(
+        "cohort",
+        help="segment, check and measure a whole cohort on Ray, resumably",
+        description="Segment, quality-check and measure every photograph of a manifest CSV (id,path and optional "
+        "mm_per_pixel, eye, ...) or a folder with the bundle's inference pipeline and the measure command's code, "
+        "on Ray (pip install -e '.[cohort]'): per image its maps and result, then biomarkers.csv/.parquet, "
+        "segments.csv, quality.csv, failures.csv, columns.json, cohort.png and report.html. A rerun skips what is "
+        "done under the same photograph, weights and settings. See docs/cohort.md.",
+    )
+    co.add_argument("source", help="manifest CSV (id,path[,mm_per_pixel,eye,...]) or a folder of photographs")
+    co.add_argument("--output", required=True, help="cohort folder (made if needed; a rerun resumes it)")
+    co.add_argument("--ckpt", help="model.pt to run (default: the bundle's)")
+    co.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://host:port (default: Ray on this machine)")
+    co.add_argument("--workers", type=int, default=1, help="segmenting actors, each holding the model (default 1)")
+    co.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per actor (default 0: on the CPU)")
+    co.add_argument("--cpus", type=int, help="CPUs Ray may use on this machine (default: all)")
+    co.add_argument("--shard", help="i/N: run shard i (from 0) of N here without Ray, e.g. $SLURM_ARRAY_TASK_ID/N")
+    co.add_argument("--gather", action="store_true", help="build the tables and report.html from the shards' results")
+    co.add_argument("--mm-per-pixel", type=float, help="pixel size of the images the manifest gives none for")
+    co.add_argument("--qc", nargs="*", default=[], metavar="MEASURE.LIMIT=VALUE", help="change a quality limit")
+    co.add_argument("--mode", default="auto", choices=("auto", "whole_image", "sliding_window"), help="inferer mode")
+    co.add_argument("--tta", action="store_true", help="flip averaging (4 passes)")
+    co.add_argument("--backend", default="auto", choices=("auto", "pytorch", "onnxruntime"), help="as evaluate's")
+    co.add_argument("--max-pixels", type=int, default=16777216, help="photographs of more pixels fail (default 4096^2)")
+    co.set_defaults(func=_cohort)
+
+
 def _add_label_app(commands: argparse._SubParsersAction) -> None:
     app = commands.add_parser(
         "label-app",
@@ -253,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iternet-monai", description=__doc__.replace("``", "'"))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_make_datalist, _add_evaluate, _add_measure, _add_label_app, _add_convert_studies):
+    for add in (_add_make_datalist, _add_evaluate, _add_measure, _add_cohort, _add_label_app, _add_convert_studies):
         add(commands)
     return parser
 
