@@ -4,7 +4,6 @@ paper's tables. ``ship_run.py`` reads the run's ``results.json`` made of these."
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -66,6 +65,7 @@ def ship_weights(model: Path, out: Path) -> dict:
 
     from iternet_monai.engines.checkpoints import iternet_for_weights, read_weights, save_atomic
     from iternet_monai.networks import describe_weights
+    from iternet_monai.utils.files import file_sha256
 
     state = read_weights(model)
     target = out / "model_fp16.pt"
@@ -76,7 +76,7 @@ def ship_weights(model: Path, out: Path) -> dict:
     return {
         "file": target.name,
         "bytes": target.stat().st_size,
-        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "sha256": file_sha256(target),
         "network": describe_weights(state),
         "parameters": sum(p.numel() for p in network.parameters()),
     }

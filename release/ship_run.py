@@ -19,7 +19,6 @@ replacing shipped weights without ``--replace`` (replaced weights are kept in ``
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import re
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from records import DATASET_NAMES, MODEL_FILES  # noqa: E402
 
-from iternet_monai.utils.files import atomic_path, atomic_write_text  # noqa: E402
+from iternet_monai.utils.files import atomic_path, atomic_write_text, file_sha256  # noqa: E402
 
 PAPER_TABLES = {"drive": "Table 1", "chase_db1": "Table 2"}
 # The rows of a table: results.json's table key and what it is.
@@ -71,10 +70,6 @@ class ShipError(Exception):
     """What keeps a run from being shipped; one line."""
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_run(out: Path) -> dict:
     """``results.json`` of a run, checked: not a smoke run, of a known dataset, with weights matching their sha256."""
     try:
@@ -89,7 +84,7 @@ def load_run(out: Path) -> dict:
     path = out / str(weights.get("file", "model_fp16.pt"))
     if not path.is_file():
         raise ShipError(f"{path}: the run shipped no weights (see 'failures' in results.json)")
-    if sha256(path) != weights.get("sha256"):
+    if file_sha256(path) != weights.get("sha256"):
         raise ShipError(f"{path}: its sha256 is not the one results.json records; the file changed after the run")
     return results
 
@@ -305,7 +300,7 @@ def ship(out: Path, bundle: Path, docs: Path, readme: Path, replace: bool = Fals
     digest = results["weights"]["sha256"]
     file = MODEL_FILES[results["dataset"]]
     target = bundle / "models" / file
-    if target.is_file() and sha256(target) != digest and not replace:
+    if target.is_file() and file_sha256(target) != digest and not replace:
         raise ShipError(f"{target} exists with other weights; pass --replace to ship these instead")
     metadata_file = bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_file.read_text())
@@ -330,8 +325,8 @@ def ship(out: Path, bundle: Path, docs: Path, readme: Path, replace: bool = Fals
         blocks[docs / "benchmarks.md"] = replace_block(docs / "benchmarks.md", "gpu-rows", speed_rows(results))
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_file() and sha256(target) != digest:
-        kept = bundle / "models" / "replaced" / f"{target.stem}.{sha256(target)[:12]}.pt"
+    if target.is_file() and file_sha256(target) != digest:
+        kept = bundle / "models" / "replaced" / f"{target.stem}.{file_sha256(target)[:12]}.pt"
         kept.parent.mkdir(exist_ok=True)
         shutil.copyfile(target, kept)
     with atomic_path(target) as temporary:

@@ -24,9 +24,10 @@ from PIL import Image
 
 from iternet_monai.biomarkers import measure_folders
 from iternet_monai.cli import main
-from iternet_monai.cohort import file_sha256, read_manifest, shard_of
+from iternet_monai.cohort import read_manifest, shard_of
 from iternet_monai.engines import BUNDLE_DIR
 from iternet_monai.utils.errors import InputError
+from iternet_monai.utils.files import file_sha256
 
 TABLES = ("biomarkers.csv", "segments.csv", "quality.csv", "failures.csv")
 GOOD = ("drive01", "chase01L")

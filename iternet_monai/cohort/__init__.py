@@ -6,7 +6,7 @@ from iternet_monai.cohort.progress import Progress
 from iternet_monai.cohort.run import CohortOptions, local_rows, run_cohort
 from iternet_monai.cohort.store import CohortFolder
 from iternet_monai.cohort.tables import CohortCounts, gather
-from iternet_monai.cohort.work import CohortSettings, Segmenter, file_sha256, finish, prepare, preprocessing
+from iternet_monai.cohort.work import CohortSettings, Segmenter, finish, prepare, preprocessing
 
 __all__ = [
     "CohortItem",
@@ -18,7 +18,6 @@ __all__ = [
     "CohortCounts",
     "gather",
     "CohortSettings",
-    "file_sha256",
     "preprocessing",
     "prepare",
     "Segmenter",

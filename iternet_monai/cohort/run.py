@@ -15,9 +15,9 @@ from iternet_monai.cohort.manifest import CohortItem, cohort_items, shard_of
 from iternet_monai.cohort.progress import Progress
 from iternet_monai.cohort.store import CohortFolder
 from iternet_monai.cohort.tables import CohortCounts, gather
-from iternet_monai.cohort.work import CohortSettings, Segmenter, file_sha256, finish, prepare, preprocessing
+from iternet_monai.cohort.work import CohortSettings, Segmenter, finish, prepare, preprocessing
 from iternet_monai.utils.errors import COMMAND_PREFIX, InputError, print_problem
-from iternet_monai.utils.files import check_writable_folder
+from iternet_monai.utils.files import check_writable_folder, file_sha256
 
 __all__ = ["CohortOptions", "run_cohort", "local_rows"]
 

@@ -14,13 +14,13 @@ import functools
 import hashlib
 import json
 import pickle
-from pathlib import Path
 from typing import Any
 
 from iternet_monai.cohort.manifest import CohortItem
 from iternet_monai.cohort.store import CohortFolder
+from iternet_monai.utils.files import file_sha256
 
-__all__ = ["CohortSettings", "file_sha256", "preprocessing", "prepare", "Segmenter", "finish", "failure_reason"]
+__all__ = ["CohortSettings", "preprocessing", "prepare", "Segmenter", "finish", "failure_reason"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +73,6 @@ class CohortSettings:
             "max_pixels": self.max_pixels,
             "rules": rules,
         }
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """The sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def result_key(image_sha256: str, settings: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from iternet_monai.utils.files import (
     atomic_write_text,
     check_evaluation_folder,
     check_writable_folder,
+    file_sha256,
     file_stem,
     file_suffix,
     output_source,
@@ -35,6 +36,7 @@ from iternet_monai.utils.files import (
 )
 
 __all__ = [
+    "file_sha256",
     "InputError",
     "OutputError",
     "DISK_ERRORS",

@@ -8,6 +8,7 @@ Every command names its outputs after its inputs with :func:`file_stem` and writ
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from iternet_monai.utils.errors import DISK_ERRORS, InputError, OutputError
 
 __all__ = [
+    "file_sha256",
     "PHOTO_SUFFIXES",
     "MAP_SUFFIXES",
     "KNOWN_SUFFIXES",
@@ -191,3 +193,12 @@ def check_evaluation_folder(output_dir: str | Path, overwrite: bool = False) -> 
     if existing and not overwrite:
         raise InputError(f"{existing[0]} exists; choose another output folder or pass --overwrite")
     return output_dir
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
