@@ -101,6 +101,32 @@ def test_a_time_budget_plans_more_epochs_again_when_the_machine_is_faster_again(
     assert plans[0] == 15 and plans[-1] == 40 and len(plans) == 40  # all 40 epochs ran, not the first plan's
 
 
+def test_the_last_minutes_of_a_time_budget_train_at_the_final_learning_rate(tmp_path, monkeypatch):
+    """Steps of 1 s, a budget of 63 s whose last 15 s train at 1e-3: the steps starting with at most 15 s left
+    (from the 48th s on) run at the final rate, the earlier ones at the optimizer's own 1e-2; without a final
+    rate the optimizer keeps its own all through."""
+    clock = steps_taking(monkeypatch, lambda epoch: 1.0)
+
+    def learning_rates(**final) -> list[float]:
+        rates: list[float] = []
+
+        def attach(trainer):
+            clock(trainer)
+            TimeBudget(minutes=1.05, optimizer=trainer.optimizer, **final).attach(trainer)
+            trainer.add_event_handler(
+                Events.ITERATION_COMPLETED, lambda e: rates.append(e.optimizer.param_groups[0]["lr"])
+            )
+
+        synthetic_run(tmp_path / str(len(final)), epochs=40, hook=attach)
+        return rates
+
+    rates = learning_rates(final_minutes=0.25, final_learning_rate=1e-3)
+    first_final = rates.index(1e-3)
+    assert set(rates) == {1e-2, 1e-3} and rates[first_final:] == [1e-3] * (len(rates) - first_final)
+    assert 47 <= first_final <= 48 and len(rates) == STEPS * 15
+    assert set(learning_rates()) == {1e-2}
+
+
 def test_patches_per_second_counts_the_patches_of_every_step(tmp_path):
     """An epoch of 5 images in batches of 2 ends with a batch of 1 (as 20 DRIVE images in batches of 8 end with 4):
     the rate counts the patches each timed step had, not the first step's batch size for all."""
