@@ -93,6 +93,15 @@ def number(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not math.isnan(value) else "–"
 
 
+def against(value: object, limit: float) -> str:
+    """``value`` to 4 decimals, or to as many as it takes to tell it from ``limit`` (0.80997 against 0.81, not
+    0.8100)."""
+    digits = 4
+    while isinstance(value, float) and value != limit and digits < 8 and round(value, digits) == limit:
+        digits += 1
+    return number(value, digits)
+
+
 def count(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) else "–"
 
@@ -117,8 +126,8 @@ def targets(results: dict) -> list[str]:
     auc, f1 = TARGETS[results["dataset"]]
     seconds = (results.get("schedule") or {}).get("seconds")
     checks = [
-        (f"AUC ≥ {auc}: {number(ours.get('auc'))}", ours.get("auc"), auc, True),
-        (f"F1 ≥ {f1}: {number(ours.get('f1'))}", ours.get("f1"), f1, True),
+        (f"AUC ≥ {auc}: {against(ours.get('auc'), auc)}", ours.get("auc"), auc, True),
+        (f"F1 ≥ {f1}: {against(ours.get('f1'), f1)}", ours.get("f1"), f1, True),
     ]
     if "speed" not in results:
         checks.append((f"at most {MAX_TRAINING_HOURS:g} h of training: {hours(seconds)}", seconds, 3600 * 4, False))

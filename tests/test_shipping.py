@@ -71,3 +71,12 @@ def test_a_training_run_is_scored_and_shipped_from_its_own_files(drive, tmp_path
     section = page[page.index("<!-- chase_db1:start -->") : page.index("<!-- chase_db1:end -->")]
     assert f"{results['table']['whole_fov']['auc']:.4f}" in section and "Not trained yet" not in section
     assert "## CHASE_DB1 (Table 2)" in section
+
+
+def test_a_target_missed_by_less_than_its_last_shown_digit_is_shown_with_the_digits_that_tell():
+    sys.path.insert(0, str(REPO / "release"))
+    from ship_run import targets
+
+    results = {"dataset": "drive", "table": {"whole_fov": {"auc": 0.97926, "f1": 0.809971}}, "schedule": {}}
+    lines = targets(results)
+    assert lines[:2] == ["- met: AUC ≥ 0.978: 0.9793", "- missed: F1 ≥ 0.81: 0.80997"]
