@@ -1,68 +1,39 @@
 """The ``cohort`` command: complete tables and one failure row per bad photograph on real DRIVE and CHASE_DB1 images,
-a rerun that recomputes nothing, new weights that recompute everything, shards + gather equal to one run, the same
-outputs as ``inference.json`` + ``measure`` and, where Ray is installed, the Ray run equal to the shards."""
+a rerun that recomputes nothing, new weights that recompute everything, shards + gather equal to one run and the same
+outputs as ``inference.json`` + ``measure``. The runs on Ray are in test_cohort_ray.py."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import dataset, write_image
+from cohort_helpers import BAD, TABLES, cohort, result_times, rows, write_manifest
+from conftest import dataset
 from inference_helpers import run_inference
 from PIL import Image
 
 from iternet_monai.biomarkers import measure_folders
-from iternet_monai.cli import main
 from iternet_monai.cohort import read_manifest, shard_of
 from iternet_monai.engines import BUNDLE_DIR
 from iternet_monai.utils.errors import InputError
 from iternet_monai.utils.files import file_sha256
 
-TABLES = ("biomarkers.csv", "segments.csv", "quality.csv", "failures.csv")
 GOOD = ("drive01", "chase01L")
-BAD = {
-    "missing": "cannot read the photograph (No such file or directory)",
-    "text": "is not a readable image",
-    "gray": "grayscale image",
-    "huge": "more than the limit of 1,000,000 (max_pixels)",
-}
-
-
-def cohort(manifest: Path, output: Path, *options: str) -> int:
-    """The user's command, with the PyTorch backend (inference.json's run in the equality test uses it too)."""
-    return main(["cohort", str(manifest), "--output", str(output), "--backend", "pytorch", *options])
-
-
-def rows(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
-    """A manifest of a DRIVE and a CHASE_DB1 photograph (in the shared data, not copied) and four bad files."""
-    drive, chase = dataset("DRIVE"), dataset("CHASE_DB1")
-    root = tmp_path_factory.mktemp("cohort_inputs")
-    (root / "text.png").write_text("not an image\n")
-    photo = np.asarray(Image.open(drive / "test" / "images" / "01_test.tif"))
-    write_image(root / "gray.png", photo[..., 1])
-    write_image(root / "huge.png", np.zeros((1001, 1000, 3), np.uint8))  # above --max-pixels 1000000
-    lines = ["id,path,eye", f"drive01,{drive / 'test' / 'images' / '01_test.tif'},right"]
-    lines += [f"chase01L,{chase / 'Image_01L.jpg'},left", "missing,no_such.png,", "text,text.png,"]
-    lines += ["gray,gray.png,", "huge,huge.png,"]
-    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
-    return root / "manifest.csv"
+    """A manifest of a DRIVE and a CHASE_DB1 photograph and four bad files."""
+    path, good = write_manifest(tmp_path_factory.mktemp("cohort_inputs"))
+    assert good == GOOD
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +43,6 @@ def first_run(manifest, tmp_path_factory) -> Path:
     assert cohort(manifest, output, "--shard", "0/1", "--max-pixels", "1000000") == 1  # some failed
     assert cohort(manifest, output, "--gather") == 1
     return output
-
-
-def result_times(output: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in sorted((output / "results").glob("*.json"))}
 
 
 def test_manifest_problems_name_the_file_and_line(tmp_path):
@@ -183,43 +150,3 @@ def test_the_same_outputs_as_inference_and_measure(first_run, tmp_path):
     measured = tmp_path / "measured"
     assert measure_folders(predictions, measured, images=photos) == 0
     assert rows(measured / "biomarkers.csv")[0] == rows(first_run / "biomarkers.csv")[0]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='Ray is not installed (pip install -e ".[cohort]")')
-def test_the_ray_run_equals_the_shards_and_resumes(first_run, manifest, tmp_path):
-    output = tmp_path / "out"
-    assert cohort(manifest, output, "--cpus", "2", "--max-pixels", "1000000") == 1
-    for table in TABLES:
-        assert (output / table).read_text() == (first_run / table).read_text(), table
-    before = result_times(output)
-    assert cohort(manifest, output, "--cpus", "2", "--max-pixels", "1000000") == 1
-    assert result_times(output) == before
-
-
-def ray_node(*args: str) -> subprocess.Popen:
-    """``ray start --block`` in a session of its own, so that stopping it stops only the Ray processes it began."""
-    ray = Path(sys.executable).with_name("ray")
-    return subprocess.Popen(
-        [str(ray), "start", "--block", "--disable-usage-stats", *args], start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='Ray is not installed (pip install -e ".[cohort]")')
-def test_a_two_node_ray_cluster_gives_the_same_tables(first_run, manifest, tmp_path):
-    port = 6400 + os.getpid() % 500
-    nodes = [ray_node("--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false")]
-    try:
-        time.sleep(15)  # the head's GCS must answer before a worker node joins
-        nodes.append(ray_node(f"--address=127.0.0.1:{port}", "--num-cpus=1"))
-        time.sleep(15)
-        output = tmp_path / "out"
-        assert cohort(manifest, output, "--address", f"127.0.0.1:{port}", "--max-pixels", "1000000") == 1
-        for table in TABLES:
-            assert (output / table).read_text() == (first_run / table).read_text(), table
-    finally:
-        for node in reversed(nodes):
-            os.killpg(node.pid, signal.SIGTERM)
-            node.wait(timeout=60)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -45,16 +47,30 @@ def connect(address: str | None, cpus: int | None) -> bool:
         raise InputError(RAY_MISSING) from None
     if ray.is_initialized():
         return False
+    logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's and Ray Data's notes say nothing to a user
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
     if address is None:
         options["num_cpus"] = cpus
+    else:
+        _cluster_token()
     try:  # "local": a new Ray here, not one that another run left on this machine
         ray.init(address=address or "local", **options)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"--address {address}: cannot reach a Ray cluster" if address else "cannot start Ray on this machine"
-        raise InputError(f"{where} ({str(err).splitlines()[0]})") from None
-    logging.getLogger("ray").setLevel(logging.ERROR)  # Ray Data's notes say nothing to a user
+        token = "; a cluster with token authentication needs its token here (ray get-auth-token, RAY_AUTH_TOKEN)"
+        raise InputError(f"{where} ({str(err).splitlines()[0]}{token if address else ''})") from None
     return True
+
+
+def _cluster_token() -> None:
+    """Join a cluster with the token authentication it may have (Ray's default for new clusters) as ``ray start``
+    joins one: with this machine's token (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``) unless ``RAY_AUTH_MODE`` says
+    otherwise. ``ray.init(address=...)`` alone sends none, and a cluster without authentication ignores it."""
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def disconnect() -> None:
@@ -71,7 +87,8 @@ def ray_rows(
     workers: int,
     gpus_per_worker: float,
 ) -> Iterator[dict[str, Any]]:
-    """Each image's finished row (``id``, ``status``, ``reason``) as it completes, in any order.
+    """Each image's finished row (``id``, ``status``, ``reason``) as it completes, in any order. Through Ray Client
+    (``ray://``), where Ray Data cannot run, the stream runs in a :class:`_ClusterDriver` actor on the cluster.
 
     Args:
         items: the images.
@@ -80,6 +97,27 @@ def ray_rows(
         workers: segmenting actors.
         gpus_per_worker: GPUs per actor (0: on the CPU).
     """
+    import ray
+    from ray.util.client import ray as client
+
+    arguments = (items, settings, output_settings, workers, gpus_per_worker)
+    if not client.is_connected():
+        yield from _stream_rows(*arguments)
+        return
+    driver = ray.remote(num_cpus=0, max_concurrency=2)(_ClusterDriver).remote(*arguments)
+    while True:
+        for row in ray.get(driver.rows.remote()):
+            if isinstance(row, str):  # the stream's error
+                raise RuntimeError(row)
+            if row is None:
+                return
+            yield row
+
+
+def _stream_rows(
+    items: Sequence[CohortItem], settings: CohortSettings, output_settings: dict, workers: int, gpus_per_worker: float
+) -> Iterator[dict[str, Any]]:
+    """The Ray Data stream of :func:`ray_rows`, in a process with its own connection to the cluster."""
     import ray
 
     context = ray.data.DataContext.get_current()
@@ -94,3 +132,31 @@ def ray_rows(
     stream = stream.map(_finish_row, fn_args=(settings,), num_cpus=0.5)
     for row in stream.iter_rows():
         yield {k: row[k] for k in ("id", "status", "reason")}
+
+
+class _ClusterDriver:
+    """The stream run on the cluster for a command connected through Ray Client, whose process Ray Data cannot run
+    in (and to which Ray Client returns no generator): a thread runs :func:`_stream_rows`, :meth:`rows` hands the
+    rows finished since the last call (ours: Ray has no streaming across Ray Client)."""
+
+    def __init__(self, *arguments: Any) -> None:
+        self.finished: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, args=arguments, daemon=True).start()
+
+    def _run(self, *arguments: Any) -> None:
+        try:
+            for row in _stream_rows(*arguments):
+                self.finished.put(row)
+        except Exception as err:
+            self.finished.put(f"the cohort's stream on the cluster failed: {type(err).__name__}: {err}")
+        self.finished.put(None)
+
+    def rows(self, seconds: float = 1.0) -> list:
+        """The rows finished since the last call, waiting up to ``seconds`` for one; None ends, a text is an error."""
+        try:
+            rows = [self.finished.get(timeout=seconds)]
+        except queue.Empty:
+            return []
+        while rows[-1] is not None and not isinstance(rows[-1], str) and not self.finished.empty():
+            rows.append(self.finished.get())
+        return rows
