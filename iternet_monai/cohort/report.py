@@ -102,7 +102,8 @@ def write_report(items: Sequence[CohortItem], folder: CohortFolder, counts: Coho
         counts: what :func:`~.tables.gather` counted.
     """
     verdicts = ", ".join(f"{n} {v}" for v, n in counts.verdicts.items())
-    reason_rows = "".join(
+    header = "<tr><th>images</th><th>limit crossed</th><th>for example</th></tr>" if counts.reasons else ""
+    reason_rows = header + "".join(
         f"<tr><td>{n}</td><th>{html.escape(kind)}</th><td>{html.escape(counts.reason_examples[kind])}</td></tr>"
         for kind, n in counts.reasons.most_common()
     )
