@@ -43,7 +43,7 @@ REASON_KINDS = {
 }
 
 
-def reason_kind(reason: str) -> str:
+def _reason_kind(reason: str) -> str:
     """Which limit a quality reason sentence reports (``exposure, low``); the sentence itself if none matches."""
     return next((kind for start, kind in REASON_KINDS.items() if reason.startswith(start)), reason)
 
@@ -73,7 +73,7 @@ class CohortCounts:
         for name, values in self.values.items():
             values.append(result.image.get(name, math.nan))
         for reason in filter(None, reasons.split("; ")):
-            kind = reason_kind(reason)
+            kind = _reason_kind(reason)
             self.reasons[kind] += 1
             self.reason_examples.setdefault(kind, reason)
         if verdict != "good" and len(self.flagged) < MAX_LISTED:
@@ -98,7 +98,7 @@ def _parquet_columns(items: Sequence[CohortItem]) -> dict[str, str]:
     return {**columns, **dict.fromkeys([*IMAGE_COLUMNS, *mm], "float64")}
 
 
-class ParquetRows(contextlib.AbstractContextManager):
+class _ParquetRows(contextlib.AbstractContextManager):
     """Rows written to ``path`` as Parquet in row groups of :data:`PARQUET_BATCH` (pyarrow's ``ParquetWriter``), into
     a temporary file renamed on a clean exit; nothing is written when no row came. A column's type is the one pyarrow
     infers from the first batch (NaN is null), or its fallback where that batch has no value in it.
@@ -151,10 +151,10 @@ class ParquetRows(contextlib.AbstractContextManager):
 
 
 def _parquet_rows(path: Path, items: Sequence[CohortItem]) -> contextlib.AbstractContextManager:
-    """A :class:`ParquetRows` for ``path``, or a null context (None) where pyarrow (the ``cohort`` extra) is
+    """A :class:`_ParquetRows` for ``path``, or a null context (None) where pyarrow (the ``cohort`` extra) is
     missing."""
     try:
-        return ParquetRows(path, _parquet_columns(items))
+        return _ParquetRows(path, _parquet_columns(items))
     except ImportError:
         return contextlib.nullcontext()
 
