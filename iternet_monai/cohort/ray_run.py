@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -41,6 +42,7 @@ def connect(address: str | None, cpus: int | None) -> bool:
     """Start Ray on this machine (``address`` None, with ``cpus`` CPUs) or join a cluster (``auto``, ``HOST:PORT``,
     ``ray://host:port``); returns whether this call connected (then :func:`disconnect` ends it), not a caller that
     had connected before."""
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # Ray Data's notes are not the user's (set before import)
     try:
         import ray
     except ImportError:
@@ -48,7 +50,8 @@ def connect(address: str | None, cpus: int | None) -> bool:
     if ray.is_initialized():
         return False
     logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's and Ray Data's notes say nothing to a user
-    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
+    # the workers' own output stays in Ray's logs: an image's problem comes back as its failed row
+    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     if address is None:
         options["num_cpus"] = cpus
     else:
