@@ -216,3 +216,16 @@ def test_report_in_headless_chromium(tmp_path):
     # Each thumbnail drawn at its own size: nearly all of its fundus pixels are on the screen.
     expected = sum(reddish(np.asarray(t.convert("RGB"))) for t in thumbnails)
     assert expected >= 4000 and reddish(pixels) >= 0.9 * expected, (reddish(pixels), expected)
+
+
+def test_the_cohort_figure_of_images_with_and_without_a_pixel_size(tmp_path):
+    """A manifest that gives some images their mm per pixel: the figure is drawn (in mm, the others' values
+    missing), not a KeyError on the images without."""
+    from iternet_monai.biomarkers.figures import save_cohort_figure
+    from iternet_monai.biomarkers.measures import mm_column
+
+    rng = np.random.default_rng(1)
+    with_size, without = synthetic_result("a", rng, "check"), synthetic_result("b", rng, "good")
+    with_size.image.update({mm_column(n): 1.0 for n, (_, unit, _) in IMAGE_COLUMNS.items() if unit is not None})
+    save_cohort_figure(tmp_path / "cohort.png", [with_size, without])
+    assert Image.open(tmp_path / "cohort.png").size[0] > 400

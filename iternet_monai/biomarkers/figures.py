@@ -35,6 +35,8 @@ COHORT_COLUMNS = (
     "calibre_weighted_px",
 )
 VERDICT_COLOURS = {"good": "tab:blue", "check": "tab:orange", "reject": "tab:red"}
+# cohort.png names at most this many flagged images (a large cohort would be all labels).
+MAX_NAMED = 20
 
 
 def figure_path(output_dir: str | Path, stem: str) -> Path:
@@ -94,7 +96,8 @@ def save_vessel_figure(path: str | Path, stem: str, measures: VesselMeasures, ba
 
 
 def save_cohort_figure(path: str | Path, results: Sequence[ImageResult]) -> None:
-    """One panel per biomarker: every image's value (jittered dots), flagged images coloured and named."""
+    """One panel per biomarker: every image's value (jittered dots), flagged images coloured, the first
+    :data:`MAX_NAMED` of them named (``quality.csv`` lists them all); in mm where any image has its pixel size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,18 +109,19 @@ def save_cohort_figure(path: str | Path, results: Sequence[ImageResult]) -> None
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), dpi=100, squeeze=False)
     jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(results))
     verdicts = [r.quality["quality"] for r in results]
+    named = [i for i, verdict in enumerate(verdicts) if verdict != "good"][:MAX_NAMED]
     for ax, column in zip(axes.ravel(), columns):
-        unit = IMAGE_COLUMNS[column][1] if results and mm_column(column) in results[0].image else None
+        unit = IMAGE_COLUMNS[column][1] if any(mm_column(column) in r.image for r in results) else None
         column, unit = (mm_column(column), unit) if unit else (column, IMAGE_COLUMNS[column][0])
-        values = np.array([r.image[column] for r in results], np.float64)
+        values = np.array([r.image.get(column, np.nan) for r in results], np.float64)
         ax.boxplot(
             values[np.isfinite(values)], positions=[0], widths=0.7, showfliers=False, medianprops={"color": "grey"}
         )
         for verdict, colour in VERDICT_COLOURS.items():
             chosen = [i for i, v in enumerate(verdicts) if v == verdict]
             ax.scatter(jitter[chosen], values[chosen], s=14, color=colour, label=verdict, zorder=3)
-        for i, verdict in enumerate(verdicts):
-            if verdict != "good" and np.isfinite(values[i]):
+        for i in named:
+            if np.isfinite(values[i]):
                 ax.annotate(
                     results[i].stem, (jitter[i], values[i]), fontsize=6, xytext=(4, 0), textcoords="offset points"
                 )
