@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -159,7 +160,8 @@ def test_slicer_flow_next_sample_infer_save_a_nifti_label_train_once_and_infer_w
 
     stats = requests.get(f"{url}/info/", timeout=30).json()["train_stats"]["iternet"]
     assert stats["epoch"] == stats["total_epochs"] == 50 and "total_time" in stats
-    earlier = [p for p in models.glob("model_*.pt") if p.name != "model_final.pt"]
+    # the dated copy of the earlier model.pt (model_20260114-093012.pt), not the bundle's other model
+    earlier = [p for p in models.glob("model_*.pt") if re.fullmatch(r"model_\d{8}-\d{6}(_\d+)?\.pt", p.name)]
     assert earlier, sorted(p.name for p in models.iterdir())  # the previous weights are kept
     kept = torch.load(earlier[0], weights_only=True)
     assert all(torch.equal(before[k], kept[k]) for k in before)
