@@ -29,14 +29,18 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
 
 
+def missing(message: str) -> None:
+    """A test's data or tool is absent: skip it, except under CI=true where that fails."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def dataset(name: str) -> Path:
     """Path of a shared dataset; skips the test when it is absent, except under CI=true where that fails."""
     path = SHARED_DATA / name
     if not path.is_dir():
-        message = f"dataset {name} not found at {path} (set ITERNET_SHARED_DATA or place ../shared/data)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"dataset {name} not found at {path} (set ITERNET_SHARED_DATA or place ../shared/data)")
     return path
 
 

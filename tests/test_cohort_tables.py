@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import dataset, write_image
+from conftest import dataset, missing, write_image
 from PIL import Image
 
 from iternet_monai.biomarkers import IMAGE_COLUMNS, QUALITY_COLUMNS, SEGMENT_COLUMNS, ImageResult
@@ -170,10 +170,7 @@ def test_report_shows_each_flagged_photograph_and_overlay(cohort):
 def chromium() -> Path:
     """Headless Chromium; skips the test when it is absent, except under CI=true where that fails."""
     if not CHROMIUM.is_file():
-        message = f"{CHROMIUM} not found (apt-get install chromium)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{CHROMIUM} not found (apt-get install chromium)")
     return CHROMIUM
 
 
