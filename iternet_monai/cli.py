@@ -67,7 +67,7 @@ def _make_datalist(args: argparse.Namespace) -> int:
 
 def _label_app(args: argparse.Namespace) -> int:
     from iternet_monai.apps.monailabel.server import server_command, setup_app
-    from iternet_monai.engines.checkpoints import BUNDLE_DIR
+    from iternet_monai.utils.files import BUNDLE_DIR
 
     app = setup_app(args.app_dir, args.bundle or BUNDLE_DIR)
     print(f"installed the bundle as {app}/model/iternet (weights: {app}/model/iternet/models); start MONAI Label:")

@@ -17,7 +17,7 @@ import torch
 
 from iternet_monai.networks import IterNet, describe_weights, iternet_shape, weights_mismatch
 from iternet_monai.utils.errors import InputError, optional
-from iternet_monai.utils.files import atomic_path
+from iternet_monai.utils.files import BUNDLE_DIR, atomic_path, bundle_weights, default_bundle_root
 
 __all__ = [
     "CheckpointError",
@@ -36,25 +36,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The bundle, shipped inside the package (the repository's bundles/iternet links to it), so that its configs and
-# weights are found wherever the package is installed and whatever folder a command runs from.
-BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundle"
-
 
 class CheckpointError(InputError):
     """A checkpoint or weights file that cannot be used; the message names it."""
-
-
-def default_bundle_root() -> str:
-    """The bundle folder whose ``models/model.pt`` inference uses by default, wherever the command runs: the
-    package's own bundle (:data:`BUNDLE_DIR`)."""
-    return str(BUNDLE_DIR)
-
-
-def bundle_weights(bundle_root: str | Path) -> str | None:
-    """The bundle's own ``models/model.pt`` when it exists, else None (inference then runs untrained)."""
-    path = Path(bundle_root) / "models" / "model.pt"
-    return str(path) if path.is_file() else None
 
 
 def _reason(error: BaseException) -> str:

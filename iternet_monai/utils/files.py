@@ -1,4 +1,4 @@
-"""File names and safe writes: the one suffix list, the one file-stem rule, and atomic writes.
+"""File names and safe writes: the one suffix list, the one file-stem rule, atomic writes, and where the bundle is.
 
 Every command names its outputs after its inputs with :func:`file_stem` and writes them through
 :func:`atomic_path`, so a kill never leaves a half-written file under a final name and ``scan.v1.png`` and
@@ -21,6 +21,9 @@ from pathlib import Path
 from iternet_monai.utils.errors import DISK_ERRORS, InputError, OutputError
 
 __all__ = [
+    "BUNDLE_DIR",
+    "default_bundle_root",
+    "bundle_weights",
     "file_sha256",
     "PHOTO_SUFFIXES",
     "MAP_SUFFIXES",
@@ -41,6 +44,24 @@ __all__ = [
 ]
 
 # Photographs, labels and masks that Pillow reads.
+# The bundle, shipped inside the package (the repository's bundles/iternet links to it), so that its configs and
+# weights are found wherever the package is installed and whatever folder a command runs from; here, not beside the
+# checkpoint loader, so that finding it imports neither PyTorch nor MONAI.
+BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundle"
+
+
+def default_bundle_root() -> str:
+    """The bundle folder whose ``models/model.pt`` inference uses by default, wherever the command runs: the
+    package's own bundle (:data:`BUNDLE_DIR`)."""
+    return str(BUNDLE_DIR)
+
+
+def bundle_weights(bundle_root: str | Path) -> str | None:
+    """The bundle's own ``models/model.pt`` when it exists, else None (inference then runs untrained)."""
+    path = Path(bundle_root) / "models" / "model.pt"
+    return str(path) if path.is_file() else None
+
+
 PHOTO_SUFFIXES = (".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 # Probability maps and labels in array formats (besides the image formats above).
 MAP_SUFFIXES = (".npy", ".nii", ".nii.gz")
