@@ -172,7 +172,7 @@ def test_a_segmenting_worker_killed_mid_run_is_replaced_and_its_images_retried(l
     workers: list[psutil.Process] = []
 
     def worker_busy() -> bool:
-        workers[:] = [p for p in descendants(run) if "MapWorker" in " ".join(_cmdline(p))]
+        workers[:] = [p for p in descendants(run) if "MapWorker(Map(Segmenter))" in " ".join(_cmdline(p))]
         return bool(workers) and results_written(output) >= 1
 
     wait_for(worker_busy, run, "a segmenting worker was running")
@@ -187,3 +187,34 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return []
+
+
+MEASURE_AFTER_WARM_UP = """
+import sys
+import numpy as np
+from PIL import Image
+from numba.core.dispatcher import Dispatcher
+from iternet_monai.biomarkers.measure import compile_measures, measure_image
+
+compiled = []
+compile_one = Dispatcher.compile
+Dispatcher.compile = lambda self, signature: compiled.append(self) or compile_one(self, signature)
+compile_measures()
+warm_up = len(compiled)
+drive = sys.argv[1]
+mask = np.asarray(Image.open(f"{drive}/test/1st_manual/01_manual1.gif")) > 0
+photo = np.asarray(Image.open(f"{drive}/test/images/01_test.tif"))
+measure_image("01_test", mask, photo=photo, probability=mask.astype(np.float32), mm_per_pixel=0.015)
+print(warm_up, len(compiled) - warm_up)
+"""
+
+
+def test_a_measurer_compiles_what_a_photograph_needs_before_its_first_image(drive):
+    """The measuring actors' warm-up (``compile_measures``, a synthetic vessel tree) compiles every numba function
+    that measuring a real photograph then calls: counted in a new process, the photograph compiles none."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE_AFTER_WARM_UP, str(drive)], capture_output=True, text=True, check=True
+    )
+    warm_up, after = map(int, done.stdout.split())
+    assert warm_up > 0  # the count sees compilations
+    assert after == 0

@@ -78,6 +78,23 @@ def measure_image(
     return ImageResult(stem, measures.image, measures.segments, quality)
 
 
+def compile_measures() -> None:
+    """Measure a small synthetic vessel tree (a trunk forking twice, on a round photograph) and forget it: a
+    process's first measurement compiles skan's numba functions, several seconds that numba cannot cache on disk
+    (skan's graphs are jitclasses), and a long-lived worker pays them here, before an image waits on it."""
+    size = 128
+    rows, cols = np.mgrid[:size, :size]
+    across = cols - size // 2
+    trunk = (abs(across) <= 2) & (rows < size // 2)
+    branches = (abs(abs(across) - (rows - size // 2)) <= 2) & (rows >= size // 2)
+    twig = (abs(rows - 3 * size // 4) <= 1) & (across > size // 4)
+    vessels = trunk | branches | twig
+    inside = (rows - size / 2) ** 2 + (cols - size / 2) ** 2 < (0.45 * size) ** 2
+    photo = np.stack([inside * 160, inside * 80, inside * 40], axis=-1).astype(np.uint8)
+    photo[vessels & inside] //= 2
+    measure_image("warm-up", vessels & inside, photo=photo, probability=(vessels & inside).astype(np.float32))
+
+
 def parse_rules(settings: Sequence[str]) -> dict[str, QualityRule]:
     """``["exposure.check_below=0.08", ...]`` as rules (the defaults with those limits changed); ``none`` removes
     a limit."""

@@ -1,11 +1,13 @@
 """The cohort on Ray (the ``cohort`` extra): one Ray Data stream of the per-image stages of :mod:`.work`. Preparing
-(hash, checks, the bundle's ``preprocessing``) and measuring are CPU tasks; segmenting runs in a pool of actors that
-each build the network once (on a GPU each with ``gpus_per_worker``). Ray Data's streaming executor holds back the
-stages before a slow one, so memory stays bounded however large the cohort. The only module that imports Ray."""
+(hash, checks, the bundle's ``preprocessing``) is a CPU task; segmenting runs in a pool of actors that each build the
+network once (on a GPU each with ``gpus_per_worker``), measuring in a pool of CPU actors that each compile the
+centreline code once. Ray Data's streaming executor holds back the stages before a slow one, so memory stays bounded
+however large the cohort. The only module that imports Ray."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -29,13 +31,33 @@ def _item(row: dict[str, Any]) -> CohortItem:
     return CohortItem(fields["id"], fields["path"], fields["mm_per_pixel"], tuple(map(tuple, fields["extra"])))
 
 
-def _prepare_row(row: dict[str, Any], settings: CohortSettings, output_settings: dict) -> dict[str, Any]:
+@functools.lru_cache(maxsize=4)
+def _output_settings(settings: CohortSettings, weights_sha256: str) -> dict[str, Any]:
+    """The run's :meth:`~.work.CohortSettings.output_settings`, resolved once per worker: there, not in the command's
+    process, which then starts Ray without importing PyTorch and MONAI (seconds) that a worker imports anyway."""
+    return settings.output_settings(weights_sha256)
+
+
+def _prepare_row(row: dict[str, Any], settings: CohortSettings, weights_sha256: str) -> dict[str, Any]:
+    output_settings = _output_settings(settings, weights_sha256)
     out = prepare(_item(row), output_settings, preprocessing(settings.max_pixels), CohortFolder(settings.output_dir))
     return {**out, "item": row["item"]}
 
 
-def _finish_row(row: dict[str, Any], settings: CohortSettings) -> dict[str, Any]:
-    return finish(row, _item(row), settings, CohortFolder(settings.output_dir))
+class _Measurer:
+    """The last stage's actor: measures and writes each segmented row (:func:`~.work.finish`). An actor, not a task,
+    as a process's first measurement compiles skan's functions for seconds: an actor does that once, when it starts
+    (:func:`~iternet_monai.biomarkers.measure.compile_measures`), where a task worker that Ray Data starts late in
+    the run would hold its images while compiling."""
+
+    def __init__(self, settings: CohortSettings) -> None:
+        from iternet_monai.biomarkers.measure import compile_measures
+
+        compile_measures()
+        self.settings = settings
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return finish(row, _item(row), self.settings, CohortFolder(self.settings.output_dir))
 
 
 def connect(address: str | None, cpus: int | None) -> bool:
@@ -86,7 +108,7 @@ def disconnect() -> None:
 def ray_rows(
     items: Sequence[CohortItem],
     settings: CohortSettings,
-    output_settings: dict,
+    weights_sha256: str,
     workers: int,
     gpus_per_worker: float,
 ) -> Iterator[dict[str, Any]]:
@@ -96,14 +118,14 @@ def ray_rows(
     Args:
         items: the images.
         settings: the run's settings.
-        output_settings: :meth:`~.work.CohortSettings.output_settings` (the key's settings).
+        weights_sha256: the weights' sha256 (with the settings, the key of every result).
         workers: segmenting actors.
         gpus_per_worker: GPUs per actor (0: on the CPU).
     """
     import ray
     from ray.util.client import ray as client
 
-    arguments = (items, settings, output_settings, workers, gpus_per_worker)
+    arguments = (items, settings, weights_sha256, workers, gpus_per_worker)
     if not client.is_connected():
         yield from _stream_rows(*arguments)
         return
@@ -118,7 +140,7 @@ def ray_rows(
 
 
 def _stream_rows(
-    items: Sequence[CohortItem], settings: CohortSettings, output_settings: dict, workers: int, gpus_per_worker: float
+    items: Sequence[CohortItem], settings: CohortSettings, weights_sha256: str, workers: int, gpus_per_worker: float
 ) -> Iterator[dict[str, Any]]:
     """The Ray Data stream of :func:`ray_rows`, in a process with its own connection to the cluster."""
     import ray
@@ -128,11 +150,15 @@ def _stream_rows(
     context.print_on_execution_start = False
     records = [{"item": json.dumps(dataclasses.asdict(item))} for item in items]
     stream = ray.data.from_items(records, override_num_blocks=max(1, min(len(records), 1000)))
-    # the CPU tasks ask for half a CPU, the actors for one: that keeps Ray from fusing them into the actors
-    stream = stream.map(_prepare_row, fn_args=(settings, output_settings), num_cpus=0.5)
+    # the preparing tasks ask for half a CPU, the segmenting actors for one: that keeps Ray from fusing them
+    stream = stream.map(_prepare_row, fn_args=(settings, weights_sha256), num_cpus=0.5)
     pool = ray.data.ActorPoolStrategy(size=workers)
     stream = stream.map(Segmenter, fn_constructor_args=(settings,), compute=pool, num_cpus=1, num_gpus=gpus_per_worker)
-    stream = stream.map(_finish_row, fn_args=(settings,), num_cpus=0.5)
+    # at most as many half-CPU measurers as the CPUs the segmenting actors leave hold, less half a CPU for preparing:
+    # seeing images queue while the first measurer compiles, Ray Data's autoscaler would start more, each compiling
+    spare = ray.cluster_resources().get("CPU", 1.0) - workers
+    measurers = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(2 * spare) - 1))
+    stream = stream.map(_Measurer, fn_constructor_args=(settings,), compute=measurers, num_cpus=0.5)
     for row in stream.iter_rows():
         yield {k: row[k] for k in ("id", "status", "reason")}
 

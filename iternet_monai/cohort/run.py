@@ -17,7 +17,7 @@ from iternet_monai.cohort.store import CohortFolder
 from iternet_monai.cohort.tables import CohortCounts, gather
 from iternet_monai.cohort.work import CohortSettings, Segmenter, finish, prepare, preprocessing
 from iternet_monai.utils.errors import COMMAND_PREFIX, InputError, print_problem
-from iternet_monai.utils.files import check_writable_folder, file_sha256
+from iternet_monai.utils.files import BUNDLE_DIR, bundle_weights, check_writable_folder, file_sha256
 
 __all__ = ["CohortOptions", "run_cohort", "local_rows"]
 
@@ -62,8 +62,6 @@ class CohortOptions:
 
 
 def _settings(options: CohortOptions) -> CohortSettings:
-    from iternet_monai.engines import BUNDLE_DIR, bundle_weights
-
     ckpt = options.ckpt or bundle_weights(BUNDLE_DIR)
     if ckpt is None or not Path(ckpt).is_file():
         raise InputError(f"--ckpt {ckpt}: no such weights file; give a trained model.pt")
@@ -121,17 +119,17 @@ def run_cohort(options: CohortOptions) -> int:
         return 1 if counts.failed or counts.missing else 0
     folder.remove_leftovers()
     settings = _settings(options)
-    output_settings = settings.output_settings(file_sha256(settings.ckpt_path))
+    weights_sha256 = file_sha256(settings.ckpt_path)
     chosen = shard_of(items, options.shard) if options.shard else items
     progress, connected = Progress(len(chosen)).start(), False
     try:
         if options.shard:
-            rows = local_rows(chosen, settings, output_settings)
+            rows = local_rows(chosen, settings, settings.output_settings(weights_sha256))
         else:
             from iternet_monai.cohort.ray_run import connect, ray_rows
 
             connected = connect(options.address, options.cpus)
-            rows = ray_rows(chosen, settings, output_settings, options.workers, options.gpus_per_worker)
+            rows = ray_rows(chosen, settings, weights_sha256, options.workers, options.gpus_per_worker)
         failed = _count(rows, progress)
     finally:
         progress.stop()
