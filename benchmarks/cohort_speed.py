@@ -1,16 +1,16 @@
 """The cohort command's speed beside the bundle's batch inference on the same photographs (a benchmark, not a test).
 
     python benchmarks/cohort_speed.py --photos DRIVE/test/images --more-photos DRIVE/training/images \
-        --out cohort_speed.json [--cpus 2]
+        --out cohort_speed.json [--cpus 2] [--repeats 3]
 
 Runs, one after the other, as a user runs them: ``inference.json`` with ``--measure true`` (segment and measure a
 folder), ``iternet-monai cohort`` on Ray (started by the command, ``--cpus``), and ``iternet-monai cohort --shard 0/1``
-(no Ray); each from a new process, wall time included start-up; with ``--more-photos``, each again on both folders
-together, which gives each command's rate once started (the images added over the time added). Then, in this
-process on one thread, the cost of
-each stage of one image (:mod:`iternet_monai.cohort.work`: hash, decode and check, segment, measure and write),
-and from those the projected wall time of a cohort of ``--project`` images on whole machines, assuming stages
-scale with cores (written as the projection's assumptions in the output).
+(no Ray); each from a new process into a new folder, wall time included start-up, ``--repeats`` times in turn (the
+median is reported, and every time); with ``--more-photos``, each again on both folders together, which gives each
+command's rate once started (the images added over the time added, of the medians). Then, in this process on one
+thread, the cost of each stage of one image (:mod:`iternet_monai.cohort.work`: hash, decode and check, segment,
+measure and write), and from those the projected wall time of a cohort of ``--project`` images on whole machines,
+assuming stages scale with cores (written as the projection's assumptions in the output).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,7 @@ from pathlib import Path
 from iternet_monai.cohort.manifest import cohort_items
 from iternet_monai.cohort.store import CohortFolder
 from iternet_monai.cohort.work import CohortSettings, Segmenter, finish, prepare, preprocessing
-from iternet_monai.engines import BUNDLE_DIR, bundle_weights
-from iternet_monai.utils.files import atomic_write_json, file_sha256
+from iternet_monai.utils.files import BUNDLE_DIR, atomic_write_json, bundle_weights, file_sha256
 
 UK_BIOBANK = 135_867  # fundus photographs (68,549 people)
 
@@ -58,6 +58,12 @@ def commands(photos: Path, work: Path, cpus: int) -> dict[str, float]:
         "cohort on Ray": timed([*cohort, "--output", str(work / "ray"), "--cpus", str(cpus)], env),
         "cohort --shard 0/1": timed([*cohort, "--output", str(work / "shard"), "--shard", "0/1"], env),
     }
+
+
+def repeated(photos: Path, work: Path, cpus: int, repeats: int) -> dict[str, list[float]]:
+    """:func:`commands` ``repeats`` times in turn, each time into new folders: every command's wall seconds."""
+    runs = [commands(photos, work / f"run{n}", cpus) for n in range(repeats)]
+    return {name: [run[name] for run in runs] for name in runs[0]}
 
 
 def stages(photos: Path, work: Path) -> dict[str, float]:
@@ -111,31 +117,39 @@ def main() -> None:
     parser.add_argument("--more-photos", type=Path, help="more photographs, for the rates once started")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file of the results")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs for the commands")
+    parser.add_argument("--repeats", type=int, default=1, help="times each command runs (the median is reported)")
     parser.add_argument("--project", type=int, default=UK_BIOBANK, help="images of the projected cohort")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cohort_speed_"))
     try:
         images = len(cohort_items(str(args.photos), None))
-        walls = commands(args.photos, work / "first", args.cpus)
+        walls = repeated(args.photos, work / "first", args.cpus, args.repeats)
         if args.more_photos:
             both = work / "both"
             both.mkdir()
             for photo in [*args.photos.iterdir(), *args.more_photos.iterdir()]:
                 (both / photo.name).symlink_to(photo.resolve())
             more = len(cohort_items(str(both), None)) - images
-            walls_both = commands(both, work / "second", args.cpus)
+            walls_both = repeated(both, work / "second", args.cpus, args.repeats)
         per_image = stages(args.photos, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    baseline = walls["bundle inference --measure true"]
+    median = {name: statistics.median(times) for name, times in walls.items()}
+    baseline = median["bundle inference --measure true"]
     rows = {
-        name: {"seconds": s, "images_per_second": images / s, "vs_inference": s / baseline - 1}
-        for name, s in walls.items()
+        name: {
+            "seconds": s,
+            "seconds_each": walls[name],
+            "images_per_second": images / s,
+            "vs_inference": s / baseline - 1,
+        }
+        for name, s in median.items()
     }
     if args.more_photos:
         for name, row in rows.items():
-            row[f"seconds_with_{more}_more"] = walls_both[name]
-            row["images_per_second_once_started"] = more / (walls_both[name] - walls[name])
+            with_more = statistics.median(walls_both[name])
+            row[f"seconds_with_{more}_more"], row[f"seconds_with_{more}_more_each"] = with_more, walls_both[name]
+            row["images_per_second_once_started"] = more / (with_more - median[name])
     results = {
         "device": f"CPU ({platform.processor() or platform.machine()}), {args.cpus} CPUs for the commands",
         "images": images,
