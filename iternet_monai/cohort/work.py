@@ -99,7 +99,7 @@ def preprocessing(max_pixels: int):
     """The bundle's ``preprocessing`` with the run's ``max_pixels``, parsed once per process."""
     from monai.bundle import ConfigParser
 
-    from iternet_monai.engines import BUNDLE_DIR
+    from iternet_monai.utils.files import BUNDLE_DIR
 
     parser = ConfigParser()
     parser.read_config(str(BUNDLE_DIR / "configs" / "inference.json"))

@@ -18,10 +18,10 @@ from monai.inferers import Inferer
 
 from iternet_monai.data import load_datalist
 from iternet_monai.data.maps import EvaluationError
-from iternet_monai.engines.checkpoints import BUNDLE_DIR
 from iternet_monai.engines.inference import run_evaluator
 from iternet_monai.inferers import StoredMapInferer, resolve_backend, resolve_mode
 from iternet_monai.utils.errors import find_input_error, flag, optional
+from iternet_monai.utils.files import BUNDLE_DIR
 
 __all__ = [
     "EVALUATION_CONFIGS",

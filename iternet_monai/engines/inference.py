@@ -14,7 +14,7 @@ from ignite.engine import Engine
 from monai.bundle import ConfigParser
 
 from iternet_monai.data.inference_inputs import InferenceInputs
-from iternet_monai.engines.checkpoints import BUNDLE_DIR
+from iternet_monai.utils.files import BUNDLE_DIR
 
 __all__ = ["run_evaluator", "segment", "load_pipeline"]
 

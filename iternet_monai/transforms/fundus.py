@@ -44,7 +44,6 @@ GREY_WEIGHTS = (0.114, 0.587, 0.299)
 logger = logging.getLogger(__name__)
 
 
-# The field-of-view names, defined in field_of_view.py, that can also be imported from this module.
 def to_rgb(image: Image.Image) -> Image.Image:
     """PILReader converter for photographs: palette, RGBA and CMYK become RGB; grey stays grey so it can be refused."""
     return image.convert("RGB") if image.mode in ("P", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX") else image
