@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,6 +95,53 @@ def test_a_two_node_ray_cluster_gives_the_same_tables_by_address_and_through_ray
         for node in reversed(nodes):
             os.killpg(node.pid, signal.SIGTERM)
             node.wait(timeout=60)
+
+
+def test_a_failed_ray_client_connection_is_one_line_and_leaves_the_process_able_to_start_ray(small, tmp_path, capsys):
+    """Nothing answers at the ``ray://`` address: one line names it; then the same process starts Ray here (a failed
+    Ray Client connection leaves Ray's client mode on, and a later ``ray.init`` fails, unless Ray is shut down)."""
+    from iternet_monai.cohort.ray_run import connect, disconnect
+
+    manifest, _ = small
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = f"ray://127.0.0.1:{unused.getsockname()[1]}"
+    assert cohort(manifest, tmp_path / "out", "--address", address, *OPTIONS) == 2
+    assert f"iternet-monai: --address {address}: cannot reach a Ray cluster (" in capsys.readouterr().err
+    assert connect(None, 1)
+    disconnect()
+
+
+SERVER_FAILED = (
+    'Initialization failure from server:\nTraceback (most recent call last):\n  File "proxier.py", line 776\n'
+    "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err for detailed logs."
+)
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+def test_a_ray_client_connection_whose_server_lost_its_driver_is_tried_three_times(failures, monkeypatch, capsys):
+    """Ray Client's server sometimes loses the process it starts for a connection (ray-project/ray#63202): the
+    command connects again, up to three times, and then gives the server's reason in one line."""
+    import ray
+
+    from iternet_monai.cohort.ray_run import connect
+    from iternet_monai.utils.errors import InputError
+
+    attempts = []
+
+    def init(address: str, **options) -> None:
+        attempts.append(address)
+        if len(attempts) <= failures:
+            raise ConnectionAbortedError(SERVER_FAILED)
+
+    monkeypatch.setattr(ray, "init", init)
+    if failures < 3:
+        assert connect("ray://head:10001", None)
+    else:
+        with pytest.raises(InputError, match="server: RuntimeError: Starting Ray client server failed. See ray_client"):
+            connect("ray://head:10001", None)
+    assert attempts == ["ray://head:10001"] * min(failures + 1, 3)
+    assert capsys.readouterr().err.count("trying again (attempt") == min(failures, 2)
 
 
 def command(manifest: Path, output: Path) -> subprocess.Popen:

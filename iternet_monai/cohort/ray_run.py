@@ -19,10 +19,14 @@ from typing import Any
 from iternet_monai.cohort.manifest import CohortItem
 from iternet_monai.cohort.store import CohortFolder
 from iternet_monai.cohort.work import CohortSettings, Segmenter, finish, prepare, preprocessing
-from iternet_monai.utils.errors import InputError
+from iternet_monai.utils.errors import COMMAND_PREFIX, InputError, print_problem
 
 __all__ = ["RAY_MISSING", "connect", "disconnect", "ray_rows"]
 
+# Ray Client's server (the proxier) sometimes loses the process it forks for a new connection (a gRPC race in
+# fork(), ray-project/ray#63202, open in Ray 2.60); each connection gets a new one, so a new attempt succeeds
+CLIENT_ATTEMPTS = 3
+CLIENT_RETRY = "Ray Client's server failed to start this connection's driver (ray-project/ray#63202); trying again"
 RAY_MISSING = 'the cohort command runs on Ray, which is not installed: pip install -e ".[cohort]" (or use --shard)'
 
 
@@ -78,13 +82,28 @@ def connect(address: str | None, cpus: int | None) -> bool:
         options["num_cpus"] = cpus
     else:
         _cluster_token()
-    try:  # "local": a new Ray here, not one that another run left on this machine
-        ray.init(address=address or "local", **options)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        where = f"--address {address}: cannot reach a Ray cluster" if address else "cannot start Ray on this machine"
-        token = "; a cluster with token authentication needs its token here (ray get-auth-token, RAY_AUTH_TOKEN)"
-        raise InputError(f"{where} ({str(err).splitlines()[0]}{token if address else ''})") from None
-    return True
+    attempt = 1
+    while True:
+        try:  # "local": a new Ray here, not one that another run left on this machine
+            ray.init(address=address or "local", **options)
+            return True
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            ray.shutdown()  # a failed ray:// connection leaves Ray's client mode on, which breaks a later ray.init
+            if attempt == CLIENT_ATTEMPTS or "Initialization failure from server" not in str(err):
+                raise _connect_error(address, err) from None
+        print_problem(f"--address {address}: {CLIENT_RETRY} (attempt {attempt} of {CLIENT_ATTEMPTS})", COMMAND_PREFIX)
+        attempt += 1
+
+
+def _connect_error(address: str | None, err: Exception) -> InputError:
+    """One line for a failed :func:`connect`: Ray's first line, and its last where the first only introduces it (Ray
+    Client's server sends back its traceback after "Initialization failure from server:")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    reason = f"{lines[0]} {lines[-1]}" if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    if address is None:
+        return InputError(f"cannot start Ray on this machine ({reason})")
+    token = "a cluster with token authentication needs its token here (ray get-auth-token, RAY_AUTH_TOKEN)"
+    return InputError(f"--address {address}: cannot reach a Ray cluster ({reason}; {token})")
 
 
 def _cluster_token() -> None:
