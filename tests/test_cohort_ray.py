@@ -238,31 +238,37 @@ def _cmdline(process: psutil.Process) -> list[str]:
 
 
 MEASURE_AFTER_WARM_UP = """
-import sys
+import json, pickle, sys, tempfile
 import numpy as np
 from PIL import Image
 from numba.core.dispatcher import Dispatcher
-from iternet_monai.biomarkers.measure import compile_measures, measure_image
+from iternet_monai.cohort.ray_run import _Measurer
+from iternet_monai.cohort.work import CohortSettings
 
 compiled = []
 compile_one = Dispatcher.compile
 Dispatcher.compile = lambda self, signature: compiled.append(self) or compile_one(self, signature)
-compile_measures()
+measurer = _Measurer(CohortSettings(tempfile.mkdtemp(), "model.pt"))
 warm_up = len(compiled)
 drive = sys.argv[1]
 mask = np.asarray(Image.open(f"{drive}/test/1st_manual/01_manual1.gif")) > 0
 photo = np.asarray(Image.open(f"{drive}/test/images/01_test.tif"))
-measure_image("01_test", mask, photo=photo, probability=mask.astype(np.float32), mm_per_pixel=0.015)
-print(warm_up, len(compiled) - warm_up)
+item = {"id": "01_test", "path": f"{drive}/test/images/01_test.tif", "mm_per_pixel": 0.015, "extra": []}
+payload = pickle.dumps((mask.astype(np.float32), mask, photo))
+row = measurer({"id": "01_test", "item": json.dumps(item), "status": "todo", "key": "k", "payload": payload})
+print(row["status"], warm_up, len(compiled) - warm_up, *(m for m in ("torch", "monai") if m in sys.modules))
 """
 
 
-def test_a_measurer_compiles_what_a_photograph_needs_before_its_first_image(drive):
-    """The measuring actors' warm-up (``compile_measures``, a synthetic vessel tree) compiles every numba function
-    that measuring a real photograph then calls: counted in a new process, the photograph compiles none."""
+def test_a_measurer_compiles_what_a_photograph_needs_before_its_first_image_and_imports_no_pytorch(drive):
+    """A measuring actor's warm-up (``compile_measures``, a synthetic vessel tree) compiles every numba function that
+    measuring and writing a real photograph's maps then calls: counted in a new process, the photograph compiles
+    none. Nor does the actor import PyTorch or MONAI (seconds before its first image, with images waiting)."""
     done = subprocess.run(
         [sys.executable, "-c", MEASURE_AFTER_WARM_UP, str(drive)], capture_output=True, text=True, check=True
     )
-    warm_up, after = map(int, done.stdout.split())
-    assert warm_up > 0  # the count sees compilations
-    assert after == 0
+    status, warm_up, after, *imported = done.stdout.split()
+    assert status == "segmented"
+    assert int(warm_up) > 0  # the count sees compilations
+    assert int(after) == 0
+    assert imported == []

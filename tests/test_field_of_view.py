@@ -54,7 +54,7 @@ def derived_fov_errors(pairs):
     """Per image: (pixels where the derived FoV and the reference mask differ, all pixels, derived components)."""
     from scipy import ndimage
 
-    from iternet_monai.transforms import derive_field_of_view
+    from iternet_monai.data import derive_field_of_view
 
     rows = []
     for image, mask in pairs:
@@ -159,7 +159,7 @@ def test_derived_fov_follows_the_edge_whatever_the_surround(surround, halo):
     the retina stays outside: the FoV ends where the brightness falls."""
     from scipy import ndimage
 
-    from iternet_monai.transforms import derive_field_of_view
+    from iternet_monai.data import derive_field_of_view
 
     for seed in range(2):
         photo, disc = third_camera_photo(surround, halo, seed)
@@ -172,7 +172,7 @@ def test_derived_fov_follows_the_edge_whatever_the_surround(surround, halo):
 def test_a_crop_inside_the_fundus_is_all_field_of_view(drive):
     """Corners as bright as the centre are no surround: a 300x300 crop from the middle of each DRIVE test
     photograph, optic disc and vessels included, is its own FoV."""
-    from iternet_monai.transforms import derive_field_of_view
+    from iternet_monai.data import derive_field_of_view
 
     for image in sorted((drive / "test" / "images").glob("*.tif")):
         photo = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import ndimage
 
+from iternet_monai.data.field_of_view import derive_field_of_view
+
 __all__ = ["QUALITY_COLUMNS", "QualityRule", "DEFAULT_RULES", "photograph_fov", "quality_measures", "quality_flags"]
 
 
@@ -108,14 +110,11 @@ QUALITY_COLUMNS: dict[str, tuple[str, str, str, str]] = {
 
 def photograph_fov(photo: np.ndarray) -> np.ndarray:
     """The field of view of an (H, W, 3) photograph (uint8, or float in [0, 1]) by the project's one derivation,
-    :class:`iternet_monai.transforms.field_of_view.FieldOfViewd`; (H, W) bool."""
-    from iternet_monai.transforms.field_of_view import FieldOfViewd
-
+    :func:`iternet_monai.data.field_of_view.derive_field_of_view`; (H, W) bool."""
     image = np.asarray(photo, np.float32)
     if np.asarray(photo).dtype == np.uint8:
         image = image / 255.0
-    fov = FieldOfViewd("mask")({"image": np.ascontiguousarray(image.transpose(2, 0, 1))})["mask"]
-    return np.asarray(fov)[0] > 0.5
+    return derive_field_of_view(np.ascontiguousarray(image.transpose(2, 0, 1)))[0]
 
 
 def _largest(fov: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from iternet_monai.cohort.manifest import CohortItem
+from iternet_monai.data.maps import VesselMaps, save_vessel_maps
 from iternet_monai.utils.files import atomic_write_json, remove_leftovers
 
 __all__ = ["CohortFolder"]
@@ -73,9 +74,7 @@ class CohortFolder:
 
     def save_done(self, item: CohortItem, key: str, maps: tuple, result) -> None:
         """Write an image's maps, then its result (``result``: an :class:`~iternet_monai.biomarkers.ImageResult`)."""
-        from iternet_monai.handlers.vessel_map_writer import VesselMaps, VesselMapWriter
-
-        VesselMapWriter(self.root / "images").save(item.id, VesselMaps(*maps))
+        save_vessel_maps(self.root / "images", item.id, VesselMaps(*maps))
         record = {"id": item.id, "path": item.path, "key": key, "mm_per_pixel": item.mm_per_pixel}
         record.update(extra=dict(item.extra), image=result.image, segments=result.segments, quality=result.quality)
         atomic_write_json(self.result_path(item.id), _plain(record))

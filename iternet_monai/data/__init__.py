@@ -1,5 +1,6 @@
 """Datalists: MONAI Decathlon-style JSON files with paths relative to a dataset folder, checked before use; the inputs
-of a batch inference run; saved probability maps to score."""
+of a batch inference run; vessel maps written and read (saved probability maps to score); a photograph's field of
+view. NumPy and PIL only: nothing here imports PyTorch or MONAI."""
 
 from iternet_monai.data.datalist import (
     BUILTIN_DATALISTS,
@@ -12,17 +13,21 @@ from iternet_monai.data.datalist import (
     inference_items,
     load_datalist,
 )
+from iternet_monai.data.field_of_view import derive_field_of_view
 from iternet_monai.data.inference_inputs import InferenceInputs, output_paths
 from iternet_monai.data.make_datalist import make_datalist
 from iternet_monai.data.maps import (
     PROBABILITY_SUFFIXES,
     EvaluationError,
+    VesselMaps,
     check_maps,
     files_by_image,
     is_binary_map,
     match_maps,
+    overlay,
     pair_by_stem,
     read_probability_map,
+    save_vessel_maps,
 )
 
 __all__ = [
@@ -46,4 +51,8 @@ __all__ = [
     "output_paths",
     "InferenceInputs",
     "image_files",
+    "derive_field_of_view",
+    "VesselMaps",
+    "overlay",
+    "save_vessel_maps",
 ]

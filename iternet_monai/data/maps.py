@@ -1,18 +1,24 @@
-"""Saved vessel maps of any method: read as probabilities in [0, 1] and paired with their photographs by file stem
+"""Vessel maps on disk: this project's written (:func:`save_vessel_maps`, without PyTorch, so that measuring workers
+need none); any method's read as probabilities in [0, 1] and paired with their photographs by file stem
 (:func:`iternet_monai.utils.files.file_stem`), every one checked before anything is scored or measured."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from iternet_monai.data.inference_inputs import output_paths
 from iternet_monai.utils.errors import InputError
-from iternet_monai.utils.files import KNOWN_SUFFIXES, file_stem, output_source
+from iternet_monai.utils.files import KNOWN_SUFFIXES, atomic_path, file_stem, output_source
 
 __all__ = [
+    "VesselMaps",
+    "overlay",
+    "save_vessel_maps",
     "PROBABILITY_SUFFIXES",
     "EvaluationError",
     "read_probability_map",
@@ -30,6 +36,59 @@ FORMAT_PREFERENCE = (".nii.gz", ".nii", ".npy", ".tif", ".tiff", ".png")
 
 class EvaluationError(InputError):
     """An input that cannot be evaluated; the message names the image or map."""
+
+
+class VesselMaps(NamedTuple):
+    """One segmented image in the photograph's (H, W) orientation."""
+
+    probability: np.ndarray  # float32 in [0, 1]
+    mask: np.ndarray  # bool
+    photo: np.ndarray  # (H, W, 3) uint8
+
+
+def overlay(
+    photo: np.ndarray, mask: np.ndarray, colour: Sequence[int] = (0, 255, 64), alpha: float = 0.6
+) -> np.ndarray:
+    """The photograph (H, W, 3 uint8) with ``mask`` pixels blended towards ``colour``.
+
+    Args:
+        photo: the photograph.
+        mask: (H, W) bool, the pixels to colour.
+        colour: RGB of the blend.
+        alpha: how far the masked pixels move towards ``colour``.
+    """
+    out = photo.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
+    return out.round().astype(np.uint8)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        Image.fromarray(array).save(temporary, format="PNG")
+
+
+def save_vessel_maps(output_dir: str | Path, name: str, maps: VesselMaps, nifti: bool = False) -> None:
+    """Write one image's maps, each atomically: ``<name>_prob.png`` (probability, 8 bits), ``<name>_mask.png``
+    (0/255), ``<name>_overlay.png`` and, with ``nifti``, ``<name>_prob.nii.gz`` (float32, Slicer's (W, H, 1) axis
+    order).
+
+    Args:
+        output_dir: the folder written to (made if missing).
+        name: the image's output name.
+        maps: its maps.
+        nifti: write the float32 NIfTI map too.
+    """
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    paths = output_paths(output_dir, name, nifti)
+    _save_png(np.round(maps.probability * 255).astype(np.uint8), paths["probability"])
+    _save_png(maps.mask.astype(np.uint8) * 255, paths["mask"])
+    _save_png(overlay(maps.photo, maps.mask), paths["overlay"])
+    if nifti:
+        import nibabel as nib
+
+        with atomic_path(paths["nifti"]) as temporary:
+            volume = maps.probability.T[:, :, None].astype(np.float32)
+            nib.save(nib.Nifti1Image(volume, np.eye(4)), str(temporary))
 
 
 def read_probability_map(path: str | Path) -> np.ndarray:

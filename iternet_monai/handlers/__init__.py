@@ -21,7 +21,7 @@ from iternet_monai.handlers.tensorboard_handlers import LearningRateLogger, Vali
 from iternet_monai.handlers.time_budget import TimeBudget
 from iternet_monai.handlers.training_progress import TrainingProgress
 from iternet_monai.handlers.training_validation import TrainingValidation
-from iternet_monai.handlers.vessel_map_writer import VesselMaps, VesselMapWriter, overlay, vessel_maps, writes_outputs
+from iternet_monai.handlers.vessel_map_writer import VesselMapWriter, vessel_maps, writes_outputs
 from iternet_monai.handlers.weights_loader import WeightsLoader
 
 __all__ = [
@@ -41,10 +41,8 @@ __all__ = [
     "engine_loss",
     "every_n_steps",
     "WeightsLoader",
-    "VesselMaps",
     "vessel_maps",
     "writes_outputs",
-    "overlay",
     "VesselMapWriter",
     "BiomarkerWriter",
     "ImageProgress",

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from PIL import Image
 
-from iternet_monai.data.inference_inputs import output_paths
+from iternet_monai.data.maps import VesselMaps, save_vessel_maps
 from iternet_monai.utils.errors import flag, optional
-from iternet_monai.utils.files import atomic_path
 
-__all__ = ["VesselMaps", "vessel_maps", "writes_outputs", "overlay", "VesselMapWriter"]
+__all__ = ["vessel_maps", "writes_outputs", "VesselMapWriter"]
 
 logger = logging.getLogger(__name__)
-
-
-class VesselMaps(NamedTuple):
-    """One segmented image in the photograph's (H, W) orientation."""
-
-    probability: np.ndarray  # float32 in [0, 1]
-    mask: np.ndarray  # bool
-    photo: np.ndarray  # (H, W, 3) uint8
 
 
 def vessel_maps(output: Mapping[str, Any]) -> VesselMaps:
@@ -47,31 +37,10 @@ def writes_outputs(weights: str | Path | None, allow_untrained: bool | str) -> b
     return optional(weights) is not None or flag(allow_untrained, "allow_untrained")
 
 
-def overlay(
-    photo: np.ndarray, mask: np.ndarray, colour: Sequence[int] = (0, 255, 64), alpha: float = 0.6
-) -> np.ndarray:
-    """The photograph (H, W, 3 uint8) with ``mask`` pixels blended towards ``colour``.
-
-    Args:
-        photo: the photograph.
-        mask: (H, W) bool, the pixels to colour.
-        colour: RGB of the blend.
-        alpha: how far the masked pixels move towards ``colour``.
-    """
-    out = photo.astype(np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
-    return out.round().astype(np.uint8)
-
-
-def _save_png(array: np.ndarray, path: Path) -> None:
-    with atomic_path(path) as temporary:
-        Image.fromarray(array).save(temporary, format="PNG")
-
-
 class VesselMapWriter:
-    """Ignite handler that writes, for every image an evaluator has segmented, ``<name>_prob.png`` (probability,
-    8 bits), ``<name>_mask.png`` (the postprocessing's binary ``pred``, 0/255), ``<name>_overlay.png`` and, with
-    ``nifti``, ``<name>_prob.nii.gz`` (float32, Slicer's (W, H, 1) axis order), each atomically.
+    """Ignite handler that writes, for every image an evaluator has segmented, its probability map, the
+    postprocessing's binary ``pred``, an overlay and, with ``nifti``, a NIfTI map, each atomically
+    (:func:`~iternet_monai.data.maps.save_vessel_maps`).
 
     Ours: MONAI's ``SaveImaged`` writes one array per transform, not atomically, and names files by its own rule.
     An untrained network (``weights`` None) writes nothing unless ``allow_untrained`` (:func:`writes_outputs`).
@@ -102,21 +71,7 @@ class VesselMapWriter:
         for item, output in zip(engine.state.batch, engine.state.output):
             self.count += 1
             if self.write:
-                self.save(item["name"], vessel_maps(output))
-
-    def save(self, name: str, maps: VesselMaps) -> None:
-        """Write the maps of the image whose output name is ``name``."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        paths = output_paths(self.output_dir, name, self.nifti)
-        _save_png(np.round(maps.probability * 255).astype(np.uint8), paths["probability"])
-        _save_png(maps.mask.astype(np.uint8) * 255, paths["mask"])
-        _save_png(overlay(maps.photo, maps.mask), paths["overlay"])
-        if self.nifti:
-            import nibabel as nib
-
-            with atomic_path(paths["nifti"]) as temporary:
-                volume = maps.probability.T[:, :, None].astype(np.float32)
-                nib.save(nib.Nifti1Image(volume, np.eye(4)), str(temporary))
+                save_vessel_maps(self.output_dir, item["name"], vessel_maps(output), self.nifti)
 
     def summary(self, engine: Engine) -> None:
         if self.write:

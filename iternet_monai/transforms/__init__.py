@@ -1,6 +1,6 @@
 """Fundus-specific transforms: loading, field of view, label values, augmentation."""
 
-from iternet_monai.transforms.field_of_view import FieldOfViewd, derive_field_of_view
+from iternet_monai.transforms.field_of_view import FieldOfViewd
 from iternet_monai.transforms.fundus import (
     CheckFundusd,
     DropSingletonDepthd,
@@ -28,7 +28,6 @@ __all__ = [
     "DropSingletonDepthd",
     "LoadLabelsd",
     "FieldOfViewd",
-    "derive_field_of_view",
     "RandSaturationd",
     "LoadFundusd",
     "fundus_loading",
