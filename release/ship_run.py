@@ -142,8 +142,12 @@ def curve_table(results: dict) -> list[str]:
     """The learning curve: patches seen -> test AUC, F1 (for the record; checkpoints are chosen on validation)."""
     points = results.get("curve") or []
     if not points:
-        return ["No learning curve was recorded for this run."]
-    lines = ["| patches seen | AUC | F1 |", "| --- | --- | --- |"]
+        return [
+            "Learning curve: none was recorded for this run (`release/learning_curve.py --watch` scores each resumable "
+            "checkpoint while a run trains)."
+        ]
+    lines = ["Learning curve (the test images, scored at each resumable checkpoint for the record only):", ""]
+    lines += ["| patches seen | AUC | F1 |", "| --- | --- | --- |"]
     lines += [f"| {p['patches']:,} | {number(p.get('auc'))} | {number(p.get('f1'))} |" for p in points]
     return lines
 
@@ -276,8 +280,6 @@ def results_section(results: dict, file: str, digest: str) -> list[str]:
         "Targets (one whole-image pass, FoV, official ground truth):",
         "",
         *targets(results),
-        "",
-        "Learning curve (the test images, scored at each resumable checkpoint for the record only):",
         "",
         *curve_table(results),
         "",
