@@ -39,7 +39,7 @@ DEFAULT_RULES: dict[str, QualityRule] = {
     "fov_cut_fraction": QualityRule(check_above=0.05, reject_above=0.35),
     "exposure": QualityRule(check_below=0.1, reject_below=0.04, check_above=0.75, reject_above=0.9),
     "contrast": QualityRule(check_below=0.03, reject_below=0.015),
-    "uncertain_fraction": QualityRule(check_above=0.12, reject_above=0.24),
+    "uncertain_fraction": QualityRule(check_above=0.11, reject_above=0.22),
     "mean_entropy_bits": QualityRule(check_above=0.30, reject_above=0.60),
     "tta_disagreement": QualityRule(check_above=0.08, reject_above=0.17),
     "vessel_area_density": QualityRule(check_below=0.05, reject_below=0.01, check_above=0.2, reject_above=0.35),
