@@ -5,7 +5,7 @@ dataset's test images (one whole-image pass; FoV and whole image with the offici
 code's resized ground truth, the paper's protocol).
 
     python release/score_run.py --models-dir RUN/models --run NAME --dataset drive --dataset-dir DRIVE \\
-        --training-command "python -m monai.bundle run training ..." [--curve curve.json] OUT_DIR
+        --training-command "python -m monai.bundle run training ..." [--curve curve.json] [--events RUN_EVENTS] OUT_DIR
 
 OUT_DIR gets ``model_fp16.pt``, ``results.json`` and ``metrics.json`` (each evaluation's full metrics.json).
 """
@@ -61,6 +61,24 @@ def schedule(models_dir: Path, run: str) -> dict:
     }
 
 
+def validation_curve(events: Path, schedule: dict) -> list[dict]:
+    """The run's validation AUC and F1 at each validation (``val_auc``, ``val_f1`` in its TensorBoard events, one
+    file per session; a value logged again for an epoch keeps the last), with the patches seen by then."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    per_epoch = (schedule.get("patches") or 0) / max(1, schedule.get("epoch") or 1)
+    points: dict[int, dict] = {}
+    for path in sorted(events.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        tags = accumulator.Tags().get("scalars", [])
+        for tag, key in (("val_auc", "auc"), ("val_f1", "f1")):
+            for event in accumulator.Scalars(tag) if tag in tags else []:
+                point = points.setdefault(event.step, {"epoch": event.step, "patches": round(event.step * per_epoch)})
+                point[key] = event.value
+    return [points[epoch] for epoch in sorted(points)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
@@ -71,6 +89,7 @@ def main() -> int:
     parser.add_argument("--datalist", help="datalist whose testing list is scored (default: the dataset's built-in)")
     parser.add_argument("--training-command", required=True, help="the command that trained it, as run")
     parser.add_argument("--curve", type=Path, help="the run's learning curve (release/learning_curve.py)")
+    parser.add_argument("--events", type=Path, help="the run's TensorBoard folder (OUTPUT_DIR/RUN): its validations")
     parser.add_argument("--device-name", default=None, help="the training device, as it should be named (no torch)")
     args = parser.parse_args()
     import torch
@@ -91,6 +110,8 @@ def main() -> int:
         "curve": json.loads(args.curve.read_text())["points"] if args.curve else None,
         "failures": [],
     }
+    if args.events:
+        results["validation_curve"] = validation_curve(args.events, results["schedule"])
     metrics = {}
     with tempfile.TemporaryDirectory() as temporary:
         maps = Path(temporary) / "maps"

@@ -141,6 +141,16 @@ def targets(results: dict) -> list[str]:
 def curve_table(results: dict) -> list[str]:
     """The learning curve: patches seen -> test AUC, F1 (for the record; checkpoints are chosen on validation)."""
     points = results.get("curve") or []
+    validations = results.get("validation_curve") or []
+    if not points and validations:
+        lines = [
+            "Learning curve on the validation list, as the run validated itself (the test images were not scored "
+            "during this run; `release/learning_curve.py --watch` scores each resumable checkpoint as a run trains):",
+            "",
+            "| patches seen | validation AUC | validation F1 |",
+            "| --- | --- | --- |",
+        ]
+        return lines + [f"| {p['patches']:,} | {number(p.get('auc'))} | {number(p.get('f1'))} |" for p in validations]
     if not points:
         return [
             "Learning curve: none was recorded for this run (`release/learning_curve.py --watch` scores each resumable "

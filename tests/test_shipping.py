@@ -35,7 +35,7 @@ def test_a_training_run_is_scored_and_shipped_from_its_own_files(drive, tmp_path
     score = [
         sys.executable, "release/score_run.py", str(tmp_path / "out"), "--models-dir",
         str(tmp_path / "run" / "models"), "--run", "tiny", "--dataset", "drive", "--dataset-dir", str(drive),
-        "--datalist", str(datalist),
+        "--datalist", str(datalist), "--events", str(tmp_path / "run" / "eval" / "tiny"),
         "--training-command", "python -m monai.bundle run training (tiny)",
     ]  # fmt: skip
     scored = subprocess.run(score, cwd=REPO, capture_output=True, text=True)
@@ -45,6 +45,9 @@ def test_a_training_run_is_scored_and_shipped_from_its_own_files(drive, tmp_path
     assert set(results["table"]) == {"paper", "whole_fov", "whole_whole_image_region", "whole_fov_paper_ground_truth"}
     assert all(0 <= results["table"][row]["auc"] <= 1 for row in results["table"])
     assert results["weights"]["check"]["images"] == [item["image"] for item in content["testing"][:2]]
+    curve = results["validation_curve"]  # validated after each of its 2 epochs (--val_interval 1)
+    assert [(p["epoch"], p["patches"]) for p in curve] == [(1, 8), (2, 16)]
+    assert all(0 <= p["auc"] <= 1 and 0 <= p["f1"] <= 1 for p in curve)
     state = torch.load(tmp_path / "out" / "model_fp16.pt", weights_only=True)
     assert {v.dtype for v in state.values()} == {torch.float16}
 
@@ -71,6 +74,7 @@ def test_a_training_run_is_scored_and_shipped_from_its_own_files(drive, tmp_path
     section = page[page.index("<!-- chase_db1:start -->") : page.index("<!-- chase_db1:end -->")]
     assert f"{results['table']['whole_fov']['auc']:.4f}" in section and "Not trained yet" not in section
     assert "## CHASE_DB1 (Table 2)" in section
+    assert f"| 16 | {curve[1]['auc']:.4f} | {curve[1]['f1']:.4f} |" in section  # no test curve: the validation curve
 
 
 def test_a_target_missed_by_less_than_its_last_shown_digit_is_shown_with_the_digits_that_tell():
