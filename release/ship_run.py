@@ -139,27 +139,21 @@ def targets(results: dict) -> list[str]:
 
 
 def curve_table(results: dict) -> list[str]:
-    """The learning curve: patches seen -> test AUC, F1 (for the record; checkpoints are chosen on validation)."""
-    points = results.get("curve") or []
-    validations = results.get("validation_curve") or []
-    if not points and validations:
-        lines = [
+    """The learning curve: patches seen -> test AUC, F1 (for the record; checkpoints are chosen on validation), or,
+    where the test images were not scored as the run trained, its own validations."""
+    points, scored = results.get("curve") or [], "AUC | F1"
+    heading = "Learning curve (the test images, scored at each resumable checkpoint for the record only):"
+    watch = "`release/learning_curve.py --watch` scores each resumable checkpoint as a run trains"
+    if not points and results.get("validation_curve"):
+        points, scored = results["validation_curve"], "validation AUC | validation F1"
+        heading = (
             "Learning curve on the validation list, as the run validated itself (the test images were not scored "
-            "during this run; `release/learning_curve.py --watch` scores each resumable checkpoint as a run trains):",
-            "",
-            "| patches seen | validation AUC | validation F1 |",
-            "| --- | --- | --- |",
-        ]
-        return lines + [f"| {p['patches']:,} | {number(p.get('auc'))} | {number(p.get('f1'))} |" for p in validations]
+            f"during this run; {watch}):"
+        )
     if not points:
-        return [
-            "Learning curve: none was recorded for this run (`release/learning_curve.py --watch` scores each resumable "
-            "checkpoint while a run trains)."
-        ]
-    lines = ["Learning curve (the test images, scored at each resumable checkpoint for the record only):", ""]
-    lines += ["| patches seen | AUC | F1 |", "| --- | --- | --- |"]
-    lines += [f"| {p['patches']:,} | {number(p.get('auc'))} | {number(p.get('f1'))} |" for p in points]
-    return lines
+        return [f"Learning curve: none was recorded for this run ({watch})."]
+    lines = [heading, "", f"| patches seen | {scored} |", "| --- | --- | --- |"]
+    return lines + [f"| {p['patches']:,} | {number(p.get('auc'))} | {number(p.get('f1'))} |" for p in points]
 
 
 def speed_rows(results: dict) -> list[str]:
