@@ -89,7 +89,7 @@ def connect(address: str | None, cpus: int | None) -> bool:
             return True
         except (ConnectionError, RuntimeError, ValueError) as err:
             ray.shutdown()  # a failed ray:// connection leaves Ray's client mode on, which breaks a later ray.init
-            if attempt == CLIENT_ATTEMPTS or "Initialization failure from server" not in str(err):
+            if attempt == CLIENT_ATTEMPTS or not isinstance(err, ConnectionAbortedError):  # Ray Client's server said no
                 raise _connect_error(address, err) from None
         print_problem(f"--address {address}: {CLIENT_RETRY} (attempt {attempt} of {CLIENT_ATTEMPTS})", COMMAND_PREFIX)
         attempt += 1
